@@ -1,0 +1,1 @@
+//! `imgbuild`: layer recipes → root tree → bootable disk image, plus the seed.

@@ -1,0 +1,1 @@
+//! `ecs-firstboot`: the first-boot agent.

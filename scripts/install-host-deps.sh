@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Installs the host packages imgbuild and its tests need, on Debian 12 (bookworm).
+# Idempotent: packages already installed at the wanted version are left alone.
+# See ../shared/MACHINE.md: qemu-system-x86 and e2fsprogs come from bookworm-backports
+# (QEMU because qemu-utils 10 from backports is preinstalled on our machines, e2fsprogs
+# because only 1.47.2+ honours SOURCE_DATE_EPOCH in mkfs.ext4 -d).
+set -euo pipefail
+
+if [ "$(id -u)" != 0 ]; then
+  echo "install-host-deps: must run as root (it runs apt-get)" >&2
+  exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+backports=/etc/apt/sources.list.d/bookworm-backports.list
+if ! grep -qs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/* ; then
+  echo "deb http://deb.debian.org/debian bookworm-backports main" > "$backports"
+  stamp_stale=1
+fi
+
+# Refresh the package lists when they are older than a day or a source was added.
+lists=/var/lib/apt/lists
+if [ "${stamp_stale:-0}" = 1 ] || [ -z "$(find "$lists" -maxdepth 1 -name '*bookworm-backports*Packages*' -mmin -1440 2>/dev/null)" ]; then
+  # Third-party sources on some machines are unreachable; their failure must not stop us.
+  apt-get update -q || echo "install-host-deps: apt-get update reported errors (continuing)" >&2
+fi
+
+base_pkgs=(
+  mmdebstrap          # layer 0 of the root tree
+  zstd                # layer cache entries
+  xorriso genisoimage # seed ISO checks in tests (isoinfo is in genisoimage)
+  dosfstools mtools   # ESP creation and vfat seed tests
+  gdisk fdisk         # sgdisk -v checks of built images
+  util-linux          # blkid
+  ovmf                # UEFI firmware for boot tests
+  cloud-image-utils   # cloud-localds, a second seed writer the reader must accept
+  python3             # reference flattener tooling in tests
+)
+backports_pkgs=(
+  qemu-system-x86     # boot tests (must come from backports: qemu-utils 10 is preinstalled)
+  e2fsprogs           # 1.47.2 honours SOURCE_DATE_EPOCH
+)
+
+missing=()
+for p in "${base_pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+need_bpo=0
+for p in "${backports_pkgs[@]}"; do
+  v=$(dpkg-query -W -f='${Version}' "$p" 2>/dev/null || true)
+  case "$v" in *bpo*) ;; *) need_bpo=1 ;; esac
+done
+if [ "$need_bpo" = 1 ]; then
+  apt-get install -y -q --no-install-recommends -t bookworm-backports "${backports_pkgs[@]}"
+fi
+
+echo "install-host-deps: host packages in place"

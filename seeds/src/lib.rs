@@ -1,0 +1,4 @@
+//! The ECS appliance's env model and its cidata seed.
+//!
+//! Both programs use this crate: `imgbuild` to validate the env and write the
+//! seed ISO, `ecs-firstboot` to find, read and validate the env at boot.
