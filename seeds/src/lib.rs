@@ -2,3 +2,6 @@
 //!
 //! Both programs use this crate: `imgbuild` to validate the env and write the
 //! seed ISO, `ecs-firstboot` to find, read and validate the env at boot.
+
+pub mod atomic;
+pub mod cmd;
