@@ -180,7 +180,10 @@ mod tests {
     fn failure_carries_cmdline_status_and_tail() {
         let err = run(&mut command(
             "sh",
-            ["-c", "for i in $(seq 1 30); do echo line$i >&2; done; exit 3"],
+            [
+                "-c",
+                "for i in $(seq 1 30); do echo line$i >&2; done; exit 3",
+            ],
         ))
         .unwrap_err();
         let msg = err.to_string();

@@ -5,3 +5,5 @@
 
 pub mod atomic;
 pub mod cmd;
+pub mod flatten;
+pub mod yaml;
