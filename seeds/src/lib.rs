@@ -5,5 +5,7 @@
 
 pub mod atomic;
 pub mod cmd;
+pub mod env;
 pub mod flatten;
+pub mod secret;
 pub mod yaml;
