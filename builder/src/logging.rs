@@ -17,6 +17,7 @@ pub fn init(verbosity: i8) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .without_time()
         .try_init();
     seeds::cmd::set_logger(|line| tracing::debug!("$ {line}"));

@@ -9,9 +9,17 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(()) => ExitCode::from(exit::OK),
         Err(err) => {
-            // One line for bad input; the full chain (contexts, tool output) otherwise.
-            eprintln!("imgbuild: error: {err:#}");
-            ExitCode::from(exit::code_for(&err))
+            let code = exit::code_for(&err);
+            if code == exit::BAD_INPUT {
+                // Bad input: one line per problem, each one greppable.
+                for line in format!("{err:#}").lines() {
+                    eprintln!("imgbuild: error: {line}");
+                }
+            } else {
+                // The full chain: what was being done, then the tool's output.
+                eprintln!("imgbuild: error: {err:#}");
+            }
+            ExitCode::from(code)
         }
     }
 }

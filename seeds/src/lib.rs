@@ -9,3 +9,7 @@ pub mod env;
 pub mod flatten;
 pub mod secret;
 pub mod yaml;
+pub mod nocloud;
+pub mod iso;
+pub mod fat;
+pub mod seed;
