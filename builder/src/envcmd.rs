@@ -5,6 +5,7 @@ use std::path::Path;
 use anyhow::Context;
 use seeds::env::{Env, LoadError};
 use seeds::flatten::{flatten, Trees};
+use seeds::nocloud::{seed_files, source_date_epoch, SeedInputs, VOLUME_ID};
 
 use crate::cli::{EnvCheckArgs, SeedArgs};
 use crate::exit::bad_input;
@@ -19,8 +20,8 @@ pub fn load_env(path: &Path) -> anyhow::Result<(Vec<u8>, Env)> {
         }
         Err(LoadError::Invalid(e)) => return Err(bad_input(e.to_string())),
     };
-    let env = Env::parse(&bytes, &path.display().to_string())
-        .map_err(|e| bad_input(e.to_string()))?;
+    let env =
+        Env::parse(&bytes, &path.display().to_string()).map_err(|e| bad_input(e.to_string()))?;
     for w in &env.warnings {
         tracing::warn!("{}:{w}", path.display());
     }
@@ -30,14 +31,15 @@ pub fn load_env(path: &Path) -> anyhow::Result<(Vec<u8>, Env)> {
 pub fn check(args: &EnvCheckArgs) -> anyhow::Result<()> {
     let (_, env) = load_env(&args.env)?;
     if args.flatten {
-        let out = flatten(&env.doc.0, &Trees::parse(&args.trees), &args.prefix).map_err(|errs| {
-            bad_input(
-                errs.iter()
-                    .map(|e| format!("{}:{e}", args.env.display()))
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            )
-        })?;
+        let out =
+            flatten(&env.doc.0, &Trees::parse(&args.trees), &args.prefix).map_err(|errs| {
+                bad_input(
+                    errs.iter()
+                        .map(|e| format!("{}:{e}", args.env.display()))
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                )
+            })?;
         print!("{out}");
     }
     tracing::info!(
@@ -50,9 +52,59 @@ pub fn check(args: &EnvCheckArgs) -> anyhow::Result<()> {
 }
 
 pub fn seed(args: &SeedArgs) -> anyhow::Result<()> {
-    let (_bytes, _env) = load_env(&args.env)?;
+    let (bytes, env) = load_env(&args.env)?;
     check_output_path(&args.output, args.force)?;
-    anyhow::bail!("seed: the ISO writer is being integrated")
+    let network_config = match &args.network_config {
+        Some(p) => Some(read_network_config(p)?),
+        None => None,
+    };
+    write_seed(
+        &args.output,
+        &SeedInputs {
+            env_bytes: &bytes,
+            env: &env,
+            network_config: network_config.as_deref(),
+            instance_id: args.instance_id.as_deref(),
+        },
+    )?;
+    tracing::info!(
+        "wrote {} (cidata seed for {})",
+        args.output.display(),
+        env.appliance.domain
+    );
+    Ok(())
+}
+
+/// Writes the seed ISO for `inputs` to `path`: mode 0600 from creation (it
+/// holds the env's secrets), through a temp file and rename.
+pub fn write_seed(path: &Path, inputs: &SeedInputs) -> anyhow::Result<()> {
+    let files = seed_files(inputs).map_err(bad_input)?;
+    let epoch = source_date_epoch().map_err(bad_input)?;
+    let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (*n, b.as_slice())).collect();
+    let iso = seeds::iso::write_iso(VOLUME_ID, &refs, epoch).context("making the seed ISO")?;
+    seeds::atomic::write_atomic(path, &iso, 0o600)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// A network-config file: at most 1 MiB of YAML.
+fn read_network_config(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let bytes = seeds::env::read_limited(path).map_err(|e| match e {
+        LoadError::Io { path, source } => {
+            bad_input(format!("reading network-config {path}: {source}"))
+        }
+        LoadError::Invalid(e) => bad_input(e.to_string()),
+    })?;
+    if bytes.len() > 1 << 20 {
+        return Err(bad_input(format!(
+            "network-config {} is larger than 1 MiB",
+            path.display()
+        )));
+    }
+    let text = seeds::yaml::decode(&bytes)
+        .map_err(|e| bad_input(format!("network-config {}: {e}", path.display())))?;
+    seeds::yaml::load(text)
+        .map_err(|e| bad_input(format!("network-config {}:{e}", path.display())))?;
+    Ok(bytes)
 }
 
 /// An output path must be in an existing directory and, without `force`,
@@ -69,7 +121,10 @@ pub fn check_output_path(path: &Path, force: bool) -> anyhow::Result<()> {
         )));
     }
     if path.is_dir() {
-        return Err(bad_input(format!("output {} is a directory", path.display())));
+        return Err(bad_input(format!(
+            "output {} is a directory",
+            path.display()
+        )));
     }
     if !force && path.exists() {
         return Err(bad_input(format!(
