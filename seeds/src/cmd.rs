@@ -134,6 +134,77 @@ pub fn run(cmd: &mut Command) -> Result<Output, CmdError> {
     run_with_input(cmd, None)
 }
 
+/// Runs `cmd` to completion, passing every line it prints (stdout and stderr
+/// merged, in arrival order) to `on_line` as it arrives, for progress displays.
+///
+/// On failure the error carries the last [`ERROR_TAIL_LINES`] lines of the
+/// merged output, so a failing script or package manager shows what it said.
+pub fn run_streaming(cmd: &mut Command, on_line: &mut dyn FnMut(&str)) -> Result<(), CmdError> {
+    use std::collections::VecDeque;
+    use std::io::{BufRead, BufReader, Read};
+
+    let cmdline = display_cmdline(cmd);
+    tracing_log(&cmdline);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let mut child = cmd.spawn().map_err(|source| CmdError::Spawn {
+        cmdline: cmdline.clone(),
+        program: program.clone(),
+        source,
+    })?;
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    fn pump(pipe: impl Read + Send + 'static, tx: std::sync::mpsc::Sender<String>) {
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(pipe);
+            let mut buf = Vec::new();
+            // Progress output (apt, dpkg) uses \r to redraw a line: treat it as a break.
+            while let Ok(n) = reader.read_until(b'\n', &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                for part in String::from_utf8_lossy(&buf).split(['\n', '\r']) {
+                    if !part.trim().is_empty() && tx.send(part.to_string()).is_err() {
+                        return;
+                    }
+                }
+                buf.clear();
+            }
+        });
+    }
+    if let Some(out) = child.stdout.take() {
+        pump(out, tx.clone());
+    }
+    if let Some(err) = child.stderr.take() {
+        pump(err, tx.clone());
+    }
+    drop(tx);
+    let mut tail: VecDeque<String> = VecDeque::with_capacity(ERROR_TAIL_LINES + 1);
+    for line in rx {
+        on_line(&line);
+        if tail.len() == ERROR_TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(line);
+    }
+    let cmdline2 = cmdline.clone();
+    let status = child.wait().map_err(|source| CmdError::Spawn {
+        cmdline: cmdline2,
+        program,
+        source,
+    })?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(CmdError::Failed {
+            cmdline,
+            status,
+            tail: Vec::from(tail).join("\n"),
+        })
+    }
+}
+
 /// Builds a [`Command`] from a program and arguments: `command("sgdisk", ["-v", path])`.
 pub fn command<I, S>(program: &str, args: I) -> Command
 where
@@ -198,6 +269,31 @@ mod tests {
         let err = run(&mut command("no-such-program-xyz", ["a"])).unwrap_err();
         assert!(matches!(err, CmdError::Spawn { .. }));
         assert!(err.to_string().contains("cannot start no-such-program-xyz"));
+    }
+
+    #[test]
+    fn streaming_passes_lines_and_keeps_tail() {
+        let mut seen = Vec::new();
+        let err = run_streaming(
+            &mut command(
+                "sh",
+                [
+                    "-c",
+                    "echo out1; echo err1 >&2; for i in $(seq 1 25); do echo l$i; done; exit 4",
+                ],
+            ),
+            &mut |l| seen.push(l.to_string()),
+        )
+        .unwrap_err();
+        assert!(seen.contains(&"out1".to_string()) && seen.contains(&"err1".to_string()));
+        assert_eq!(seen.len(), 27);
+        let msg = err.to_string();
+        assert!(
+            msg.contains("exit status: 4") && msg.contains("l25") && msg.contains("l6\n"),
+            "{msg}"
+        );
+        assert!(!msg.contains("\nl5\n"), "{msg}");
+        run_streaming(&mut command("true", [] as [&str; 0]), &mut |_| {}).unwrap();
     }
 
     #[test]

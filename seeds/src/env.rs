@@ -639,8 +639,14 @@ impl Checker {
             ("appliance", "the host side"),
             ("ecs", "the application side"),
         ] {
-            if top.get(key).is_none() {
-                self.error(Some(doc.pos), key, format!("is required (a map: {what})"));
+            match top.get(key) {
+                None => self.error(Some(doc.pos), key, format!("is required (a map: {what})")),
+                Some(n) if n.value == Value::Null => self.error(
+                    Some(n.pos),
+                    key,
+                    format!("is empty; it is required (a map: {what})"),
+                ),
+                Some(_) => {}
             }
         }
         let appliance = self.appliance(&top);
@@ -1165,6 +1171,18 @@ mod tests {
         assert!(
             all.contains("appliance.ssl: `key` and `cert` go together"),
             "{all}"
+        );
+    }
+
+    #[test]
+    fn empty_required_maps() {
+        let p = problems("appliance:\necs:\n");
+        assert_eq!(
+            p,
+            vec![
+                "env.yml:1:10: appliance: is empty; it is required (a map: the host side)",
+                "env.yml:2:4: ecs: is empty; it is required (a map: the application side)",
+            ]
         );
     }
 

@@ -6,10 +6,10 @@
 pub mod atomic;
 pub mod cmd;
 pub mod env;
-pub mod flatten;
-pub mod secret;
-pub mod yaml;
-pub mod nocloud;
-pub mod iso;
 pub mod fat;
+pub mod flatten;
+pub mod iso;
+pub mod nocloud;
+pub mod secret;
 pub mod seed;
+pub mod yaml;

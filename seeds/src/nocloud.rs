@@ -106,7 +106,10 @@ mod tests {
         assert_eq!(files[1], ("user-data", ENV.as_bytes().to_vec()));
         let meta = String::from_utf8(files[0].1.clone()).unwrap();
         assert!(meta.starts_with("instance-id: iid-ecs-"), "{meta}");
-        assert!(meta.ends_with("\nlocal-hostname: ecs.example.org\n"), "{meta}");
+        assert!(
+            meta.ends_with("\nlocal-hostname: ecs.example.org\n"),
+            "{meta}"
+        );
     }
 
     #[test]
