@@ -63,6 +63,112 @@ pub struct BuildArgs {
     /// The image to write; its suffix picks the format (.raw, .img, .qcow2, .vmdk).
     #[arg(short, long, value_name = "IMAGE", required = true)]
     pub output: Option<PathBuf>,
+
+    /// The image format (raw, qcow2, vmdk) when the suffix does not say.
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
+
+    /// The disk's size, e.g. 4G (default: the tree plus headroom; the first
+    /// boot grows the root filesystem to the disk anyway).
+    #[arg(long, value_name = "SIZE")]
+    pub size: Option<String>,
+
+    /// Kernel arguments added after `root=UUID=... ro console=tty0 console=ttyS0,115200`.
+    #[arg(
+        long,
+        value_name = "ARGS",
+        default_value = "",
+        allow_hyphen_values = true
+    )]
+    pub cmdline: String,
+
+    /// Where to write the seed ISO (default: NAME.seed.iso beside the image).
+    #[arg(long, value_name = "ISO", conflicts_with = "bake_env")]
+    pub seed: Option<PathBuf>,
+
+    /// Put the env into the image at /app/env.yml (mode 0600) instead of a seed.
+    #[arg(long)]
+    pub bake_env: bool,
+
+    /// Replace existing outputs.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Compress the qcow2 image (smaller, slower to write and to read).
+    #[arg(long)]
+    pub compress: bool,
+
+    /// Make the disk from this ready root tree (copied, never modified)
+    /// instead of building one from the layers.
+    #[arg(long, value_name = "DIR")]
+    pub tree: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub layers: LayerArgs,
+}
+
+/// Where the root tree's layers come from and where they are cached
+/// (shared by the main command and `imgbuild tree`).
+#[derive(Debug, Args)]
+pub struct LayerArgs {
+    /// The directory of layer recipes (NN-name/layer.yml, applied in sorted order).
+    #[arg(long, value_name = "DIR", default_value = "layers")]
+    pub layers_dir: PathBuf,
+
+    /// An extra layer directory stacked on top of the others (repeatable, in order).
+    #[arg(long = "layer", value_name = "DIR")]
+    pub extra_layers: Vec<PathBuf>,
+
+    /// The base's distribution (ubuntu, debian); default: the base recipe's.
+    #[arg(long, value_name = "NAME")]
+    pub distro: Option<crate::recipe::Distro>,
+
+    /// The base's suite, e.g. noble or bookworm; default: the recipe's or the distro's.
+    #[arg(long, value_name = "SUITE")]
+    pub suite: Option<String>,
+
+    /// The archive mirror URL; default: the recipe's or the distro's.
+    #[arg(long, value_name = "URL")]
+    pub mirror: Option<String>,
+
+    /// The layer cache (default: $IMGBUILD_CACHE_DIR, else $XDG_CACHE_HOME/imgbuild,
+    /// else ~/.cache/imgbuild).
+    #[arg(long, value_name = "DIR", env = "IMGBUILD_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Where downloaded packages are kept, shareable between cache directories
+    /// (default: CACHE/apt-archives).
+    #[arg(long, value_name = "DIR")]
+    pub apt_cache: Option<PathBuf>,
+
+    /// Where `@NAME` in a recipe's host_files comes from (repeatable;
+    /// default: NAME beside the imgbuild executable, or in $IMGBUILD_BIN_DIR).
+    #[arg(long, value_name = "NAME=PATH")]
+    pub host_bin: Vec<String>,
+}
+
+impl BuildArgs {
+    /// The build's options; `env` and `output` are required by clap.
+    pub fn into_options(self, verbosity: i8) -> anyhow::Result<crate::build::BuildOptions> {
+        let layers = match self.tree {
+            Some(_) => None,
+            None => Some(self.layers.tree_options()?),
+        };
+        Ok(crate::build::BuildOptions {
+            env: self.env.unwrap_or_default(),
+            output: self.output.unwrap_or_default(),
+            format: self.format,
+            size: self.size,
+            cmdline: self.cmdline,
+            seed: self.seed,
+            bake_env: self.bake_env,
+            force: self.force,
+            compress: self.compress,
+            tree: self.tree,
+            layers,
+            verbosity,
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -72,6 +178,51 @@ pub enum Command {
     Env(EnvCommand),
     /// Write a cidata seed ISO that carries an env.yml (cloud-init NoCloud compatible).
     Seed(SeedArgs),
+    /// Build (or take from the cache) the root tree's layers and print their keys.
+    #[command(after_help = EXIT_CODES)]
+    Tree(TreeArgs),
+    /// List or clean the layer cache.
+    Cache(CacheArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TreeArgs {
+    #[command(flatten)]
+    pub layers: LayerArgs,
+
+    /// Also put the final tree into DIR (new or empty). Without it, a fully
+    /// cached stack is only checked, not extracted.
+    #[arg(short, long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
+
+    /// Print the layers as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    /// The layer cache (default: $IMGBUILD_CACHE_DIR, else $XDG_CACHE_HOME/imgbuild,
+    /// else ~/.cache/imgbuild).
+    #[arg(long, value_name = "DIR", global = true, env = "IMGBUILD_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: CacheCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// List the cached layers: key, layer, size, when built and last used.
+    Ls,
+    /// Keep the N most recently used entries of each layer, delete the rest
+    /// (and anything left behind by interrupted builds).
+    Gc {
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        keep: usize,
+    },
+    /// Delete one entry, by key or a unique prefix of at least 8 hex digits.
+    Rm { key: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,11 +277,15 @@ pub struct SeedArgs {
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let verbosity = cli.verbosity();
     match cli.command {
+        Some(Command::Tree(args)) => crate::treecmd::tree(&args, verbosity),
+        Some(Command::Cache(args)) => crate::treecmd::cache(&args),
         Some(Command::Env(EnvCommand::Check(args))) => envcmd::check(&args),
         Some(Command::Seed(args)) => envcmd::seed(&args),
-        None => anyhow::bail!(
-            "building an image is not implemented yet: see issues 3 and 4 (use `imgbuild seed` for the seed alone)"
-        ),
+        None => {
+            let verbosity = cli.verbosity();
+            crate::build::run(&cli.build.into_options(verbosity)?)
+        }
     }
 }

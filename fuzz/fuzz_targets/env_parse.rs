@@ -14,7 +14,10 @@ fuzz_target!(|data: &[u8]| {
             let _ = format!("{env:?}");
         }
         Err(e) => {
-            assert!(!e.problems.is_empty(), "an error names at least one problem");
+            assert!(
+                !e.problems.is_empty(),
+                "an error names at least one problem"
+            );
             let _ = e.to_string();
         }
     }
