@@ -27,6 +27,8 @@ fi
 
 base_pkgs=(
   mmdebstrap          # layer 0 of the root tree
+  ubuntu-keyring      # verifies Ubuntu's archive for Ubuntu bases (the default recipe)
+  tar apt             # GNU tar packs layer cache entries; apt-helper probes the mirror
   zstd                # layer cache entries
   xorriso genisoimage # seed ISO checks in tests (isoinfo is in genisoimage)
   dosfstools mtools   # ESP creation and vfat seed tests

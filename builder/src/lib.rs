@@ -2,7 +2,20 @@
 //!
 //! `main.rs` only parses arguments ([`cli`]) and calls into these modules.
 
+pub mod archive;
+pub mod build;
+pub mod cache;
 pub mod cli;
+pub mod disk;
 pub mod envcmd;
+pub mod esp;
 pub mod exit;
+pub mod ext4;
+pub mod grub;
 pub mod logging;
+pub mod mount;
+pub mod output;
+pub mod progress;
+pub mod recipe;
+pub mod rootfs;
+pub mod treecmd;

@@ -1,0 +1,747 @@
+//! The main command: env → root tree → disk → image, seed, SHA256SUMS and
+//! manifest.
+//!
+//! Everything cheap is checked first (outputs, format, size syntax, env,
+//! kernel and GRUB in the tree), so bad input fails in a second. Every file
+//! is built under a temporary directory in the output directory and renamed
+//! into place at the end; a failure removes it and leaves no partial output.
+
+use std::fs::{self, File};
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+use crate::disk::{self, Guid, Layout, MIB};
+use crate::exit::bad_input;
+use crate::output::{self, human, Format};
+use crate::progress::Progress;
+use crate::{esp, ext4, grub, rootfs};
+
+/// Label of the root filesystem.
+pub const ROOT_LABEL: &str = "root";
+/// Label of the ESP.
+pub const ESP_LABEL: &str = "ESP";
+/// Where `--bake-env` puts the env in the image.
+pub const BAKED_ENV: &str = "app/env.yml";
+
+/// Everything the main command was asked to do.
+#[derive(Clone, Debug, Default)]
+pub struct BuildOptions {
+    pub env: PathBuf,
+    pub output: PathBuf,
+    /// `--format`; by default the output's suffix decides.
+    pub format: Option<String>,
+    /// `--size`: the disk's virtual size (e.g. `4G`); by default the tree
+    /// plus headroom.
+    pub size: Option<String>,
+    /// `--cmdline`: added to the kernel command line.
+    pub cmdline: String,
+    /// `--seed`: where the seed ISO goes (default: `NAME.seed.iso` beside the image).
+    pub seed: Option<PathBuf>,
+    /// `--bake-env`: put the env at /app/env.yml (0600) in the image, no seed.
+    pub bake_env: bool,
+    pub force: bool,
+    /// `--compress`: compressed qcow2 clusters.
+    pub compress: bool,
+    /// `--tree`: a ready root tree (copied, never modified) instead of the layers.
+    pub tree: Option<PathBuf>,
+    /// The layer stack to build the tree from (when there is no `--tree`).
+    pub layers: Option<rootfs::TreeOptions>,
+    /// -1 quiet, 0 normal, 1 verbose (for the progress display).
+    pub verbosity: i8,
+}
+
+/// Paths of all outputs of one build.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outputs {
+    pub image: PathBuf,
+    pub seed: Option<PathBuf>,
+    pub sums: PathBuf,
+    pub manifest: PathBuf,
+}
+
+impl Outputs {
+    /// `ecs.qcow2` → `ecs.seed.iso`, `SHA256SUMS`, `ecs.manifest.json` beside it.
+    pub fn plan(opts: &BuildOptions) -> Outputs {
+        let dir = out_dir(&opts.output);
+        let stem = opts
+            .output
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "image".into());
+        Outputs {
+            image: opts.output.clone(),
+            seed: (!opts.bake_env).then(|| {
+                opts.seed
+                    .clone()
+                    .unwrap_or_else(|| dir.join(format!("{stem}.seed.iso")))
+            }),
+            sums: dir.join("SHA256SUMS"),
+            manifest: dir.join(format!("{stem}.manifest.json")),
+        }
+    }
+
+    fn all(&self) -> Vec<&Path> {
+        let mut v = vec![self.image.as_path(), &self.sums, &self.manifest];
+        if let Some(s) = &self.seed {
+            v.push(s);
+        }
+        v
+    }
+}
+
+fn out_dir(p: &Path) -> PathBuf {
+    match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// The root tree the disk is made from, with what is known about how it was built.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct TreeInfo {
+    /// The layers and their cache keys, bottom first (empty for `--tree`).
+    pub layers: Vec<rootfs::BuiltLayer>,
+    /// Where the tree came from when it was given with `--tree`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+/// Settings of the disk assembly (everything after the tree).
+#[derive(Clone, Debug)]
+pub struct DiskOptions {
+    /// The disk's virtual size; `None`: the tree plus headroom.
+    pub size: Option<u64>,
+    /// Kernel arguments added after the defaults.
+    pub cmdline: String,
+    /// The env to bake in at /app/env.yml.
+    pub baked_env: Option<Vec<u8>>,
+    /// Fixed time for every timestamp; `None`: `SOURCE_DATE_EPOCH` from the
+    /// environment, else the newest modification time in the tree.
+    pub source_date_epoch: Option<i64>,
+}
+
+/// What [`assemble`] made.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Assembled {
+    #[serde(skip)]
+    pub raw: PathBuf,
+    pub layout: Layout,
+    pub root_uuid: Guid,
+    pub esp_volume_id: String,
+    pub kernel_cmdline: String,
+    pub source_date_epoch: i64,
+    pub tree: ext4::TreeUsage,
+    /// The smallest disk the tree fits on.
+    pub min_disk_size: u64,
+}
+
+/// Fixed space on the disk besides the root filesystem.
+pub const fn fixed_overhead() -> u64 {
+    disk::FIRST_PARTITION + disk::BIOS_BOOT_SIZE + disk::ESP_SIZE + disk::TAIL_SIZE
+}
+
+/// The main command.
+pub fn run(opts: &BuildOptions) -> Result<()> {
+    let t0 = Instant::now();
+    // Cheap checks first: outputs, format, size, cmdline, env.
+    let format = Format::choose(&opts.output, opts.format.as_deref())?;
+    if opts.compress && format != Format::Qcow2 {
+        return Err(bad_input(format!(
+            "--compress needs a qcow2 output, not {format}"
+        )));
+    }
+    let outs = Outputs::plan(opts);
+    check_outputs(&outs, opts.force)?;
+    let size = opts.size.as_deref().map(parse_size).transpose()?;
+    grub::check_cmdline(&opts.cmdline)?;
+    let (env_bytes, env) = crate::envcmd::load_env(&opts.env)?;
+
+    let tmp = tempfile::Builder::new()
+        .prefix(".imgbuild-")
+        .tempdir_in(out_dir(&opts.output))
+        .with_context(|| {
+            format!(
+                "creating a work directory in {}",
+                out_dir(&opts.output).display()
+            )
+        })?;
+
+    // The tree: a work copy this build may modify.
+    let t = Instant::now();
+    let (tree, info, built, sde) = match (&opts.tree, &opts.layers) {
+        (Some(src), _) => {
+            let work = tmp.path().join("tree");
+            copy_tree(src, &work)?;
+            let info = TreeInfo {
+                layers: vec![],
+                source: Some(src.display().to_string()),
+            };
+            (work, info, None, None)
+        }
+        (None, Some(layers)) => {
+            let built = rootfs::build_tree(layers, &Progress::new(opts.verbosity))?;
+            let info = TreeInfo {
+                layers: built.layers.clone(),
+                source: None,
+            };
+            let sde = built.source_date_epoch;
+            (built.root.clone(), info, Some(built), Some(sde))
+        }
+        (None, None) => bail!("neither a tree nor layers to build one from"),
+    };
+    tracing::info!("root tree ready in {:.1}s", t.elapsed().as_secs_f64());
+    let packages = match &built {
+        Some(b) => b.packages.clone(),
+        None => rootfs::installed_packages(&tree)?,
+    };
+
+    let disk_opts = DiskOptions {
+        size,
+        cmdline: opts.cmdline.clone(),
+        baked_env: opts.bake_env.then(|| env_bytes.clone()),
+        source_date_epoch: sde,
+    };
+    let a = assemble(&tree, tmp.path(), &disk_opts)?;
+    match built {
+        // Dropping the built tree removes its work directory.
+        Some(b) => drop(b),
+        None => {
+            fs::remove_dir_all(&tree).with_context(|| format!("removing {}", tree.display()))?
+        }
+    }
+
+    // The image.
+    let t = Instant::now();
+    let image_tmp = tmp.path().join("image");
+    if format == Format::Raw && !opts.compress {
+        fs::rename(&a.raw, &image_tmp)?;
+    } else {
+        output::convert(&a.raw, &image_tmp, format, opts.compress)?;
+    }
+    tracing::info!("image: {format} in {:.1}s", t.elapsed().as_secs_f64());
+
+    // The seed.
+    let seed_tmp = tmp.path().join("seed.iso");
+    if outs.seed.is_some() {
+        write_seed(&env_bytes, &env, a.source_date_epoch, &seed_tmp)?;
+    }
+
+    // Sums and manifest.
+    let name = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let mut sums = vec![(output::sha256_file(&image_tmp)?, name(&outs.image))];
+    if let Some(seed) = &outs.seed {
+        if out_dir(seed) == out_dir(&outs.image) {
+            sums.push((output::sha256_file(&seed_tmp)?, name(seed)));
+        }
+    }
+    let manifest = Manifest {
+        imgbuild: env!("CARGO_PKG_VERSION"),
+        image: ImageInfo {
+            file: name(&outs.image),
+            format,
+            compressed: opts.compress,
+            virtual_size: a.layout.size,
+            file_size: fs::metadata(&image_tmp)?.len(),
+            sha256: sums[0].0.clone(),
+        },
+        seed: outs.seed.as_ref().map(|s| SeedInfo {
+            file: s.display().to_string(),
+            sha256: output::sha256_file(&seed_tmp).unwrap_or_default(),
+        }),
+        env: if opts.bake_env {
+            "baked into the image at /app/env.yml"
+        } else {
+            "on the seed"
+        },
+        disk: &a,
+        tree: &info,
+        packages: &packages,
+    };
+    let manifest_json = serde_json::to_vec_pretty(&manifest)?;
+    fs::write(
+        tmp.path().join("manifest.json"),
+        [&manifest_json[..], b"\n"].concat(),
+    )?;
+    fs::write(tmp.path().join("SHA256SUMS"), output::sha256sums(&sums))?;
+
+    // Into place: the image last, so an image never exists without its sums.
+    if let Some(seed) = &outs.seed {
+        rename_into(&seed_tmp, seed)?;
+    }
+    rename_into(&tmp.path().join("manifest.json"), &outs.manifest)?;
+    rename_into(&tmp.path().join("SHA256SUMS"), &outs.sums)?;
+    rename_into(&image_tmp, &outs.image)?;
+    tracing::info!(
+        "wrote {} ({}, virtual {}) in {:.1}s",
+        outs.image.display(),
+        human(manifest.image.file_size),
+        human(a.layout.size),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn rename_into(from: &Path, to: &Path) -> Result<()> {
+    fs::rename(from, to)
+        .or_else(|e| {
+            // A seed in another directory (another filesystem) is copied.
+            if e.raw_os_error() == Some(libc::EXDEV) {
+                seeds::atomic::write_atomic_with(to, 0o600, |f| {
+                    std::io::copy(&mut File::open(from)?, f).map(|_| ())
+                })
+            } else {
+                Err(e)
+            }
+        })
+        .with_context(|| format!("moving the finished {} into place", to.display()))
+}
+
+/// Refuses a missing or unwritable output directory and existing outputs
+/// (unless `force`).
+pub fn check_outputs(outs: &Outputs, force: bool) -> Result<()> {
+    for p in outs.all() {
+        let dir = out_dir(p);
+        let meta = fs::metadata(&dir).map_err(|e| {
+            bad_input(format!(
+                "the output directory {} does not exist or cannot be read: {e}",
+                dir.display()
+            ))
+        })?;
+        if !meta.is_dir() {
+            return Err(bad_input(format!("{} is not a directory", dir.display())));
+        }
+        let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())?;
+        // SAFETY: `c` is a valid NUL-terminated path.
+        if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+            return Err(bad_input(format!(
+                "the output directory {} is not writable",
+                dir.display()
+            )));
+        }
+        if !force && fs::symlink_metadata(p).is_ok() {
+            return Err(bad_input(format!(
+                "{} exists; pass --force to replace it",
+                p.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn parse_size(s: &str) -> Result<u64> {
+    seeds::env::parse_size(s)
+        .filter(|n| *n > 0)
+        .ok_or_else(|| bad_input(format!("cannot read --size {s:?}: use e.g. 4G or 1500M")))
+}
+
+/// Writes the cidata seed ISO (NoCloud: user-data = the env verbatim,
+/// meta-data) with mode 0600: it carries the env's secrets.
+fn write_seed(env_bytes: &[u8], env: &seeds::env::Env, epoch: i64, out: &Path) -> Result<()> {
+    let files = seeds::nocloud::seed_files(&seeds::nocloud::SeedInputs {
+        env_bytes,
+        env,
+        network_config: None,
+        instance_id: None,
+    })
+    .map_err(bad_input)?;
+    let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (*n, b.as_slice())).collect();
+    let iso = seeds::iso::write_iso(seeds::nocloud::VOLUME_ID, &refs, epoch)
+        .context("making the seed ISO")?;
+    seeds::atomic::write_atomic(out, &iso, 0o600)
+        .with_context(|| format!("writing {}", out.display()))
+}
+
+/// Copies a tree with everything (owners, modes, links, xattrs) into `to`.
+pub fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    if !from.join("usr").is_dir() {
+        return Err(bad_input(format!(
+            "{} does not look like a root tree (no usr/)",
+            from.display()
+        )));
+    }
+    let mut cmd = seeds::cmd::command("cp", ["-a", "--reflink=auto"]);
+    cmd.arg(from).arg(to);
+    seeds::cmd::run(&mut cmd).context("copying the root tree")?;
+    Ok(())
+}
+
+/// Makes the raw disk `work/disk.raw` from `tree`, which it modifies (fstab,
+/// grub.cfg, the baked env). `work` is a scratch directory on the same
+/// filesystem as the output.
+pub fn assemble(tree: &Path, work: &Path, opts: &DiskOptions) -> Result<Assembled> {
+    // Bad trees fail before anything slow.
+    let kernel = grub::find_kernel(tree)?;
+    let grub_files = grub::GrubFiles::find(tree)?;
+
+    let t = Instant::now();
+    let usage = ext4::measure(tree)?;
+    let (min_root, default_root) = ext4::sizes(&usage);
+    let min_disk = min_root + fixed_overhead();
+    let root_size = match opts.size {
+        None => default_root,
+        Some(s) if s < min_disk => {
+            return Err(bad_input(format!(
+                "--size {} is too small: this tree needs a disk of at least {} \
+                 (--size {}M or more, or leave --size out)",
+                human(s),
+                human(min_disk),
+                min_disk / MIB
+            )))
+        }
+        Some(s) => disk::round_up(s, MIB) - fixed_overhead(),
+    };
+    let sde = match opts.source_date_epoch {
+        Some(s) => s,
+        None => match std::env::var("SOURCE_DATE_EPOCH") {
+            Ok(v) => v
+                .trim()
+                .parse()
+                .map_err(|_| bad_input(format!("SOURCE_DATE_EPOCH={v:?} is not a number")))?,
+            Err(_) => usage.newest_mtime,
+        },
+    };
+    let identity = identity(tree, opts, root_size)?;
+    let layout = Layout::plan(&identity, disk::ESP_SIZE, root_size);
+    let root_uuid = Guid::derive(&identity, "fs-root");
+    let esp_id = Guid::derive(&identity, "fs-esp").0;
+    let esp_volume_id = u32::from_be_bytes([esp_id[0], esp_id[1], esp_id[2], esp_id[3]]);
+    let esp_uuid = format!("{:04X}-{:04X}", esp_volume_id >> 16, esp_volume_id & 0xffff);
+    let cmdline = grub::kernel_cmdline(root_uuid, &opts.cmdline);
+    tracing::info!(
+        "tree: {} in {} inodes; root fs {}, disk {} (measured in {:.1}s)",
+        human(usage.data_bytes),
+        usage.inodes,
+        human(root_size),
+        human(layout.size),
+        t.elapsed().as_secs_f64()
+    );
+
+    // What the image adds to the tree.
+    write_in_tree(
+        tree,
+        "etc/fstab",
+        format!(
+            "# Written by imgbuild: the root and the ESP, by UUID.\n\
+             UUID={root_uuid}\t/\text4\tdefaults,errors=remount-ro\t0\t1\n\
+             UUID={esp_uuid}\t/boot/efi\tvfat\tumask=0077,nofail\t0\t0\n"
+        )
+        .as_bytes(),
+        0o644,
+        sde,
+    )?;
+    fs::create_dir_all(tree.join("boot/efi"))?;
+    write_in_tree(
+        tree,
+        grub::GRUB_CFG,
+        grub::grub_cfg(root_uuid, &kernel, &cmdline).as_bytes(),
+        0o644,
+        sde,
+    )?;
+    if let Some(env) = &opts.baked_env {
+        let app = tree.join("app");
+        if !app.exists() {
+            fs::DirBuilder::new().mode(0o755).create(&app)?;
+        }
+        write_in_tree(tree, BAKED_ENV, env, 0o600, sde)?;
+    }
+    ext4::normalize_atimes(tree)?;
+
+    // GRUB images.
+    let t = Instant::now();
+    let early = work.join("early.cfg");
+    fs::write(&early, grub::early_cfg(root_uuid))?;
+    let efi = work.join("BOOTX64.EFI");
+    grub_files.mkimage("x86_64-efi", &early, &efi, grub::EFI_MODULES)?;
+    let core = work.join("core.img");
+    grub_files.mkimage("i386-pc", &early, &core, grub::BIOS_MODULES)?;
+    let core_lba = layout.bios_boot.start_lba();
+    let core_img = grub::patch_core(
+        &fs::read(&core)?,
+        core_lba,
+        layout.bios_boot.size / disk::SECTOR,
+    )?;
+    let boot_code = grub::bios_boot_code(&grub_files.boot_img()?, core_lba)?;
+    tracing::info!("GRUB images in {:.1}s", t.elapsed().as_secs_f64());
+
+    // Filesystems.
+    let t = Instant::now();
+    let esp_img = work.join("esp.img");
+    esp::make(
+        &esp::EspSpec {
+            size: layout.esp.size,
+            volume_id: esp_volume_id,
+            label: ESP_LABEL,
+            files: vec![("EFI/BOOT/BOOTX64.EFI", &efi)],
+            source_date_epoch: sde,
+        },
+        &esp_img,
+    )?;
+    let root_img = work.join("root.img");
+    ext4::make(
+        &ext4::Ext4Spec {
+            tree,
+            size: layout.root.size,
+            uuid: root_uuid,
+            label: ROOT_LABEL,
+            inodes: usage.inodes + 16,
+            source_date_epoch: sde,
+        },
+        &root_img,
+        work,
+    )?;
+    tracing::info!("filesystems in {:.1}s", t.elapsed().as_secs_f64());
+
+    // The disk.
+    let t = Instant::now();
+    let raw = work.join("disk.raw");
+    let mut f = File::options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&raw)
+        .with_context(|| format!("creating {}", raw.display()))?;
+    f.set_len(layout.size)?;
+    disk::write_table(&mut f, &layout)?;
+    f.seek(SeekFrom::Start(0))?;
+    f.write_all(&boot_code)?;
+    f.seek(SeekFrom::Start(layout.bios_boot.offset))?;
+    f.write_all(&core_img)?;
+    copy_sparse(&esp_img, &f, layout.esp.offset)?;
+    copy_sparse(&root_img, &f, layout.root.offset)?;
+    f.sync_all()?;
+    fs::remove_file(&esp_img).ok();
+    fs::remove_file(&root_img).ok();
+    tracing::info!("disk assembled in {:.1}s", t.elapsed().as_secs_f64());
+
+    Ok(Assembled {
+        raw,
+        layout,
+        root_uuid,
+        esp_volume_id: esp_uuid,
+        kernel_cmdline: cmdline,
+        source_date_epoch: sde,
+        tree: usage,
+        min_disk_size: min_disk,
+    })
+}
+
+/// The build's identity, from which every GUID and UUID derives: the tree's
+/// metadata (paths, types, modes, owners, sizes, mtimes, link targets) and
+/// the disk settings.
+fn identity(tree: &Path, opts: &DiskOptions, root_size: u64) -> Result<Vec<u8>> {
+    use std::os::unix::fs::MetadataExt;
+    let mut h = Sha256::new();
+    h.update(b"imgbuild-disk-1\0");
+    ext4::walk(tree, &mut |p, m| {
+        let rel = p.strip_prefix(tree).unwrap_or(p);
+        h.update(rel.as_os_str().as_encoded_bytes());
+        h.update([0]);
+        for n in [
+            m.mode() as u64,
+            m.uid() as u64,
+            m.gid() as u64,
+            m.len(),
+            m.mtime() as u64,
+        ] {
+            h.update(n.to_le_bytes());
+        }
+        if m.file_type().is_symlink() {
+            h.update(fs::read_link(p)?.as_os_str().as_encoded_bytes());
+        }
+        h.update([0]);
+        Ok(())
+    })?;
+    h.update(opts.cmdline.trim().as_bytes());
+    h.update([0]);
+    h.update(root_size.to_le_bytes());
+    if let Some(env) = &opts.baked_env {
+        h.update(Sha256::digest(env));
+    }
+    Ok(h.finalize().to_vec())
+}
+
+/// Writes `rel` in the tree (replacing a file or symlink there) with `mode`,
+/// owned by root, with mtime `sde`.
+fn write_in_tree(tree: &Path, rel: &str, data: &[u8], mode: u32, sde: i64) -> Result<()> {
+    let p = tree.join(rel);
+    if let Some(d) = p.parent() {
+        fs::create_dir_all(d).with_context(|| {
+            format!(
+                "creating /{}",
+                Path::new(rel).parent().unwrap_or(Path::new("")).display()
+            )
+        })?;
+    }
+    match fs::symlink_metadata(&p) {
+        Ok(m) if m.is_dir() => bail!("/{rel} is a directory in the tree"),
+        Ok(_) => fs::remove_file(&p)?,
+        Err(_) => {}
+    }
+    let mut f = File::options()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&p)
+        .with_context(|| format!("writing /{rel} in the tree"))?;
+    f.write_all(data)?;
+    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(sde.max(0) as u64);
+    f.set_times(fs::FileTimes::new().set_accessed(t).set_modified(t))?;
+    std::os::unix::fs::fchown(&f, Some(0), Some(0))
+        .with_context(|| format!("giving /{rel} to root"))?;
+    Ok(())
+}
+
+/// Copies the data extents of `src` into `dst` at `offset`, skipping holes,
+/// so the image stays sparse.
+pub fn copy_sparse(src: &Path, dst: &File, offset: u64) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let s = File::open(src).with_context(|| format!("opening {}", src.display()))?;
+    let len = s.metadata()?.len() as i64;
+    let (sfd, dfd) = (s.as_raw_fd(), dst.as_raw_fd());
+    let mut pos: i64 = 0;
+    while pos < len {
+        // SAFETY: plain syscalls on open file descriptors.
+        let data = unsafe { libc::lseek(sfd, pos, libc::SEEK_DATA) };
+        if data < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENXIO) {
+                break; // only a hole is left
+            }
+            return Err(e).context("finding data in the filesystem image");
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(sfd, data, libc::SEEK_HOLE) };
+        if hole < 0 {
+            return Err(std::io::Error::last_os_error()).context("finding holes");
+        }
+        let mut from: libc::loff_t = data;
+        let mut to: libc::loff_t = data + offset as i64;
+        while from < hole {
+            // SAFETY: valid fds and in-bounds offsets owned by this function.
+            let n = unsafe {
+                libc::copy_file_range(sfd, &mut from, dfd, &mut to, (hole - from) as usize, 0)
+            };
+            if n < 0 {
+                return Err(std::io::Error::last_os_error())
+                    .with_context(|| format!("copying {} into the disk", src.display()));
+            }
+            if n == 0 {
+                bail!("{} ended early", src.display());
+            }
+        }
+        pos = hole;
+    }
+    Ok(())
+}
+
+#[derive(serde::Serialize)]
+struct Manifest<'a> {
+    imgbuild: &'static str,
+    image: ImageInfo,
+    seed: Option<SeedInfo>,
+    env: &'static str,
+    disk: &'a Assembled,
+    tree: &'a TreeInfo,
+    packages: &'a [rootfs::Package],
+}
+
+#[derive(serde::Serialize)]
+struct ImageInfo {
+    file: String,
+    format: Format,
+    compressed: bool,
+    virtual_size: u64,
+    file_size: u64,
+    sha256: String,
+}
+
+#[derive(serde::Serialize)]
+struct SeedInfo {
+    file: String,
+    sha256: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_sit_beside_the_image() {
+        let o = Outputs::plan(&BuildOptions {
+            output: "/x/ecs.qcow2".into(),
+            ..Default::default()
+        });
+        assert_eq!(o.seed.unwrap(), Path::new("/x/ecs.seed.iso"));
+        assert_eq!(o.manifest, Path::new("/x/ecs.manifest.json"));
+        assert_eq!(o.sums, Path::new("/x/SHA256SUMS"));
+        let o = Outputs::plan(&BuildOptions {
+            output: "ecs.raw".into(),
+            bake_env: true,
+            ..Default::default()
+        });
+        assert!(o.seed.is_none());
+        assert_eq!(o.sums, Path::new("./SHA256SUMS"));
+    }
+
+    #[test]
+    fn existing_outputs_need_force() {
+        let d = tempfile::tempdir().unwrap();
+        let opts = BuildOptions {
+            output: d.path().join("a.qcow2"),
+            ..Default::default()
+        };
+        let outs = Outputs::plan(&opts);
+        check_outputs(&outs, false).unwrap();
+        fs::write(d.path().join("SHA256SUMS"), "").unwrap();
+        let e = check_outputs(&outs, false).unwrap_err();
+        assert!(e.to_string().contains("--force"), "{e}");
+        check_outputs(&outs, true).unwrap();
+        let opts = BuildOptions {
+            output: d.path().join("nope/a.qcow2"),
+            ..Default::default()
+        };
+        let e = check_outputs(&Outputs::plan(&opts), false).unwrap_err();
+        assert_eq!(crate::exit::code_for(&e), crate::exit::BAD_INPUT);
+        assert!(e.to_string().contains("does not exist"), "{e}");
+    }
+
+    #[test]
+    fn sparse_copy_keeps_data_at_the_offset() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("s");
+        let f = File::create(&src).unwrap();
+        f.set_len(8 << 20).unwrap();
+        f.write_at_all(b"hello", 5 << 20);
+        drop(f);
+        let dst = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(d.path().join("d"))
+            .unwrap();
+        dst.set_len(16 << 20).unwrap();
+        copy_sparse(&src, &dst, 1 << 20).unwrap();
+        let bytes = fs::read(d.path().join("d")).unwrap();
+        assert_eq!(&bytes[(6 << 20)..(6 << 20) + 5], b"hello");
+    }
+
+    trait WriteAt {
+        fn write_at_all(&self, b: &[u8], off: u64);
+    }
+    impl WriteAt for File {
+        fn write_at_all(&self, b: &[u8], off: u64) {
+            std::os::unix::fs::FileExt::write_all_at(self, b, off).unwrap();
+        }
+    }
+}

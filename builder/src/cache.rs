@@ -1,0 +1,621 @@
+//! The content-addressed layer cache.
+//!
+//! Each entry is the whole root tree after one layer, as a zstd-compressed tar
+//! (`layers/KEY.tar.zst`), plus an inputs manifest (`layers/KEY.json`) that
+//! records what went into the key. Storing whole trees rather than diffs
+//! costs disk space but makes a hit a single extraction, with no whiteout
+//! handling, which keeps the no-op rebuild fast.
+//!
+//! The key is the sha256 of the canonical JSON of [`Inputs`]: the cache format
+//! version, the layer name, the parent's key, for the base layer its settings
+//! (distro, suite, mirror, components, variant), the sha256 of the archive's
+//! `InRelease` (so a changed archive is a new base) and `SOURCE_DATE_EPOCH`,
+//! the canonical recipe (YAML comments, key order and package order do not
+//! matter), and every input file's path, type, mode and sha256.
+//!
+//! An entry is written under a temporary name and renamed; the manifest is
+//! written (atomically) last and is what makes an entry exist, so an
+//! interrupted build never leaves a corrupt entry. An exclusive `flock` on
+//! `lock` serializes builds, gc and rm on one cache directory.
+//!
+//! Layout: `layers/` (entries), `apt-archives/` (downloaded .debs, shared by
+//! all builds), `apt-lists/` (apt's package lists), `work/` (work trees of
+//! running builds, removed when they end).
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::exit::bad_input;
+use crate::recipe::BaseSettings;
+
+/// Bumped whenever the meaning of an entry or key changes.
+pub const FORMAT: u32 = 1;
+
+/// `$XDG_CACHE_HOME/imgbuild`, else `~/.cache/imgbuild`.
+pub fn default_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("imgbuild");
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "/root".into());
+    PathBuf::from(home).join(".cache/imgbuild")
+}
+
+/// The parent of a layer, as recorded in its inputs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentRef {
+    pub layer: String,
+    pub key: String,
+}
+
+/// Inputs of the base layer beyond its recipe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseInputs {
+    pub settings: BaseSettings,
+    /// sha256 of the suite's InRelease (or Release) file.
+    pub archive: String,
+    pub source_date_epoch: i64,
+}
+
+/// Everything a layer's key is computed from (written beside the entry).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Inputs {
+    pub format: u32,
+    pub layer: String,
+    pub parent: Option<ParentRef>,
+    pub base: Option<BaseInputs>,
+    /// The canonical recipe (a JSON object).
+    pub recipe: serde_json::Value,
+    /// Input files: `files/etc/motd` → `file 0644 SHA256`, `dir 0755`,
+    /// `symlink TARGET`; scripts and host files likewise.
+    pub files: BTreeMap<String, String>,
+}
+
+impl Inputs {
+    /// The cache key: sha256 of the canonical JSON, in hex.
+    pub fn key(&self) -> String {
+        let json = serde_json::to_vec(self).expect("inputs serialize");
+        hex::encode(Sha256::digest(&json))
+    }
+}
+
+/// Why `new` misses where `old` (the latest entry of the same layer) was
+/// built: short phrases, most important first.
+pub fn diff(old: &Inputs, new: &Inputs) -> Vec<String> {
+    let mut why = Vec::new();
+    if old.format != new.format {
+        why.push("the cache format changed".to_string());
+    }
+    match (&old.parent, &new.parent) {
+        (Some(a), Some(b)) if a.layer != b.layer => {
+            why.push(format!("parent is now {} (was {})", b.layer, a.layer))
+        }
+        (Some(a), Some(b)) if a.key != b.key => why.push(format!("parent {} changed", b.layer)),
+        (a, b) if a.is_some() != b.is_some() => why.push("parent changed".into()),
+        _ => {}
+    }
+    if let (Some(a), Some(b)) = (&old.base, &new.base) {
+        let (sa, sb) = (&a.settings, &b.settings);
+        for (field, x, y) in [
+            ("distro", sa.distro.to_string(), sb.distro.to_string()),
+            ("suite", sa.suite.clone(), sb.suite.clone()),
+            ("mirror", sa.mirror.clone(), sb.mirror.clone()),
+            (
+                "components",
+                sa.components.join(","),
+                sb.components.join(","),
+            ),
+            ("variant", sa.variant.clone(), sb.variant.clone()),
+        ] {
+            if x != y {
+                why.push(format!("base {field} changed ({x} → {y})"));
+            }
+        }
+        if a.archive != b.archive {
+            why.push(format!("the archive changed ({} InRelease)", sb.suite));
+        }
+        if a.source_date_epoch != b.source_date_epoch {
+            why.push(format!(
+                "SOURCE_DATE_EPOCH changed ({} → {})",
+                a.source_date_epoch, b.source_date_epoch
+            ));
+        }
+    }
+    let empty = serde_json::Map::new();
+    let ra = old.recipe.as_object().unwrap_or(&empty);
+    let rb = new.recipe.as_object().unwrap_or(&empty);
+    let mut fields: Vec<&String> = ra.keys().chain(rb.keys()).collect();
+    fields.sort();
+    fields.dedup();
+    for f in fields {
+        if ra.get(f) != rb.get(f) {
+            why.push(format!("recipe {f} changed"));
+        }
+    }
+    let mut paths: Vec<&String> = old.files.keys().chain(new.files.keys()).collect();
+    paths.sort();
+    paths.dedup();
+    for p in paths {
+        match (old.files.get(p), new.files.get(p)) {
+            (Some(a), Some(b)) if a != b => why.push(format!("{p} changed")),
+            (None, Some(_)) => why.push(format!("{p} added")),
+            (Some(_), None) => why.push(format!("{p} removed")),
+            _ => {}
+        }
+    }
+    why
+}
+
+/// A summary of [`diff`] for one log line.
+pub fn describe_diff(why: &[String]) -> String {
+    match why.len() {
+        0 => "inputs are the same as a removed entry".into(),
+        1..=4 => why.join(", "),
+        n => format!("{}, and {} more", why[..3].join(", "), n - 3),
+    }
+}
+
+/// sha256 of a file's bytes, in hex.
+pub fn hash_file(path: &Path) -> anyhow::Result<String> {
+    let mut f = File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Describes one input path for [`Inputs::files`].
+pub fn describe_path(path: &Path) -> anyhow::Result<String> {
+    let m = fs::symlink_metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    let mode = m.permissions().mode() & 0o7777;
+    let ft = m.file_type();
+    Ok(if ft.is_symlink() {
+        format!("symlink {}", fs::read_link(path)?.display())
+    } else if ft.is_dir() {
+        format!("dir {mode:04o}")
+    } else if ft.is_file() {
+        format!("file {mode:04o} {}", hash_file(path)?)
+    } else {
+        return Err(bad_input(format!(
+            "{}: only files, directories and symlinks may be layer inputs",
+            path.display()
+        )));
+    })
+}
+
+/// Adds every path under `dir` to `out` as `prefix/relative/path`.
+pub fn describe_tree(
+    dir: &Path,
+    prefix: &str,
+    out: &mut BTreeMap<String, String>,
+) -> anyhow::Result<()> {
+    let mut entries: Vec<_> = fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let rel = format!("{prefix}/{name}");
+        let path = e.path();
+        out.insert(rel.clone(), describe_path(&path)?);
+        if e.file_type()?.is_dir() {
+            describe_tree(&path, &rel, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// What is stored beside an entry (`KEY.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EntryMeta {
+    pub key: String,
+    pub layer: String,
+    /// Unix time the entry was written.
+    pub created: u64,
+    /// Size of the archive in bytes.
+    pub size: u64,
+    pub inputs: Inputs,
+}
+
+/// Takes an exclusive `flock` on `path` (created if missing), waiting and
+/// saying so while another process holds it; `what` names it in that message.
+pub fn lock_file(path: &Path, what: &str) -> anyhow::Result<CacheLock> {
+    let f = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match fs4::FileExt::try_lock(&f) {
+        Ok(()) => {}
+        Err(fs4::TryLockError::WouldBlock) => {
+            tracing::info!(
+                "waiting for another imgbuild using {what} ({})",
+                path.display()
+            );
+            fs4::FileExt::lock(&f).with_context(|| format!("locking {}", path.display()))?;
+        }
+        Err(fs4::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+    Ok(CacheLock { _file: f })
+}
+
+/// A cache directory.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    dir: PathBuf,
+}
+
+/// Holds the cache's exclusive lock until dropped.
+#[derive(Debug)]
+pub struct CacheLock {
+    _file: File,
+}
+
+impl Cache {
+    /// Opens (creating) the cache at `dir`.
+    pub fn open(dir: &Path) -> anyhow::Result<Cache> {
+        for sub in ["layers", "work", "apt-archives/partial", "apt-lists"] {
+            fs::create_dir_all(dir.join(sub)).with_context(|| {
+                format!("creating the cache directory {}", dir.join(sub).display())
+            })?;
+        }
+        Ok(Cache {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Takes the exclusive lock, waiting (and saying so) while another
+    /// imgbuild holds it.
+    pub fn lock(&self) -> anyhow::Result<CacheLock> {
+        lock_file(&self.dir.join("lock"), "the cache")
+    }
+
+    /// The shared apt package directory.
+    pub fn apt_archives(&self) -> PathBuf {
+        self.dir.join("apt-archives")
+    }
+
+    /// apt's package lists for one base configuration.
+    pub fn apt_lists(&self, base: &BaseSettings) -> PathBuf {
+        let id = serde_json::to_vec(base).expect("serializes");
+        self.dir
+            .join("apt-lists")
+            .join(&hex::encode(Sha256::digest(&id))[..16])
+    }
+
+    /// A fresh work directory path for this process.
+    pub fn work_path(&self, what: &str) -> PathBuf {
+        self.dir
+            .join("work")
+            .join(format!("{}-{what}", std::process::id()))
+    }
+
+    pub fn archive_path(&self, key: &str) -> PathBuf {
+        self.dir.join("layers").join(format!("{key}.tar.zst"))
+    }
+
+    fn meta_path(&self, key: &str) -> PathBuf {
+        self.dir.join("layers").join(format!("{key}.json"))
+    }
+
+    /// Where to write an archive before [`Cache::store`] renames it.
+    pub fn temp_archive_path(&self, key: &str) -> PathBuf {
+        self.dir
+            .join("layers")
+            .join(format!(".{key}.tar.zst.tmp{}", std::process::id()))
+    }
+
+    /// The entry for `key`, when complete.
+    pub fn lookup(&self, key: &str) -> Option<EntryMeta> {
+        if !self.archive_path(key).is_file() {
+            return None;
+        }
+        let text = fs::read(self.meta_path(key)).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    /// Marks an entry as used now (its manifest's mtime orders gc).
+    pub fn touch(&self, key: &str) {
+        if let Ok(f) = File::options().write(true).open(self.meta_path(key)) {
+            let _ = f.set_modified(SystemTime::now());
+        }
+    }
+
+    /// The most recently written entry of the layer `name`.
+    pub fn latest(&self, name: &str) -> Option<EntryMeta> {
+        self.list()
+            .ok()?
+            .into_iter()
+            .filter(|e| e.layer == name)
+            .max_by_key(|e| e.created)
+    }
+
+    /// Moves the archive at `temp` into place and writes the manifest.
+    pub fn store(&self, temp: &Path, inputs: &Inputs) -> anyhow::Result<EntryMeta> {
+        let key = inputs.key();
+        let size = fs::metadata(temp)
+            .with_context(|| format!("reading {}", temp.display()))?
+            .len();
+        File::open(temp)?.sync_all()?;
+        let dest = self.archive_path(&key);
+        fs::rename(temp, &dest)
+            .with_context(|| format!("moving {} to {}", temp.display(), dest.display()))?;
+        let meta = EntryMeta {
+            key: key.clone(),
+            layer: inputs.layer.clone(),
+            created: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            size,
+            inputs: inputs.clone(),
+        };
+        let json = serde_json::to_vec_pretty(&meta)?;
+        seeds::atomic::write_atomic(&self.meta_path(&key), &json, 0o644)
+            .with_context(|| format!("writing {}", self.meta_path(&key).display()))?;
+        Ok(meta)
+    }
+
+    /// Every complete entry, oldest first.
+    pub fn list(&self) -> anyhow::Result<Vec<EntryMeta>> {
+        let dir = self.dir.join("layers");
+        let mut out = Vec::new();
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+        };
+        for e in rd {
+            let p = e?.path();
+            let name = p
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            if let Some(key) = name.strip_suffix(".json").filter(|k| !k.starts_with('.')) {
+                if let Some(meta) = self.lookup(key) {
+                    out.push(meta);
+                }
+            }
+        }
+        out.sort_by(|a, b| (a.created, &a.key).cmp(&(b.created, &b.key)));
+        Ok(out)
+    }
+
+    /// Unix time an entry was last used (written or hit).
+    pub fn last_used(&self, key: &str) -> u64 {
+        fs::metadata(self.meta_path(key)).map_or(0, |m| m.mtime().max(0) as u64)
+    }
+
+    /// Deletes one entry, named by its key or a unique prefix of it (8+ chars).
+    pub fn remove(&self, key_or_prefix: &str) -> anyhow::Result<EntryMeta> {
+        if key_or_prefix.len() < 8 || !key_or_prefix.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(bad_input(format!(
+                "{key_or_prefix:?}: give a cache key or at least 8 of its leading hex digits (see `imgbuild cache ls`)"
+            )));
+        }
+        let all = self.list()?;
+        let matches: Vec<_> = all
+            .iter()
+            .filter(|e| e.key.starts_with(key_or_prefix))
+            .collect();
+        match matches.as_slice() {
+            [one] => {
+                self.delete(&one.key)?;
+                Ok((*one).clone())
+            }
+            [] => Err(bad_input(format!(
+                "no cache entry {key_or_prefix} in {}",
+                self.dir.display()
+            ))),
+            many => Err(bad_input(format!(
+                "{key_or_prefix} matches {} entries; give more digits",
+                many.len()
+            ))),
+        }
+    }
+
+    fn delete(&self, key: &str) -> anyhow::Result<()> {
+        // The manifest first: without it the entry no longer exists.
+        for p in [self.meta_path(key), self.archive_path(key)] {
+            match fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("deleting {}", p.display())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps the `keep` most recently used entries of each layer name and
+    /// deletes the rest, plus temporary files and work trees left by builds
+    /// that were killed. Returns the deleted entries.
+    pub fn gc(&self, keep: usize) -> anyhow::Result<Vec<EntryMeta>> {
+        let mut by_layer: BTreeMap<String, Vec<(u64, EntryMeta)>> = BTreeMap::new();
+        for e in self.list()? {
+            by_layer
+                .entry(e.layer.clone())
+                .or_default()
+                .push((self.last_used(&e.key), e));
+        }
+        let mut removed = Vec::new();
+        for (_, mut entries) in by_layer {
+            entries.sort_by_key(|e| std::cmp::Reverse((e.0, e.1.created)));
+            for (_, e) in entries.into_iter().skip(keep) {
+                self.delete(&e.key)?;
+                removed.push(e);
+            }
+        }
+        // Leftovers of killed builds: temp archives and work trees.
+        if let Ok(rd) = fs::read_dir(self.dir.join("layers")) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().starts_with('.') {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+        if let Ok(rd) = fs::read_dir(self.dir.join("work")) {
+            for e in rd.flatten() {
+                // Work trees are named PID-...: leave those of running builds
+                // (whose tree may outlive their hold on the lock).
+                let name = e.file_name().to_string_lossy().into_owned();
+                let pid = name.split('-').next().unwrap_or_default();
+                if !pid.is_empty() && Path::new("/proc").join(pid).exists() {
+                    continue;
+                }
+                if let Err(err) = crate::mount::remove_unless_mounted(&e.path()) {
+                    tracing::warn!("{err:#}");
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Fails unless `key` is a complete entry.
+    pub fn require(&self, key: &str) -> anyhow::Result<EntryMeta> {
+        match self.lookup(key) {
+            Some(m) => Ok(m),
+            None => bail!("cache entry {key} vanished from {}", self.dir.display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recipe::Distro;
+
+    fn inputs() -> Inputs {
+        let mut files = BTreeMap::new();
+        files.insert("files/etc/motd".to_string(), "file 0644 abc".to_string());
+        Inputs {
+            format: FORMAT,
+            layer: "10-boot".into(),
+            parent: Some(ParentRef {
+                layer: "00-base".into(),
+                key: "k0".into(),
+            }),
+            base: None,
+            recipe: serde_json::json!({"packages": ["a", "b"], "scripts": []}),
+            files,
+        }
+    }
+
+    #[test]
+    fn key_is_stable_and_sensitive() {
+        let a = inputs();
+        assert_eq!(a.key(), inputs().key());
+        assert_eq!(a.key().len(), 64);
+        let mut b = inputs();
+        b.recipe = serde_json::json!({"packages": ["a", "b", "c"], "scripts": []});
+        assert_ne!(a.key(), b.key());
+        assert_eq!(describe_diff(&diff(&a, &b)), "recipe packages changed");
+        let mut c = inputs();
+        c.parent.as_mut().unwrap().key = "k1".into();
+        assert_ne!(a.key(), c.key());
+        assert_eq!(diff(&a, &c), vec!["parent 00-base changed"]);
+        let mut d = inputs();
+        d.files
+            .insert("files/etc/motd".into(), "file 0600 abc".into());
+        d.files.insert("files/etc/new".into(), "file 0644 x".into());
+        assert_ne!(a.key(), d.key());
+        assert_eq!(
+            diff(&a, &d),
+            vec!["files/etc/motd changed", "files/etc/new added"]
+        );
+    }
+
+    #[test]
+    fn base_diffs_name_the_setting() {
+        let settings = BaseSettings {
+            distro: Distro::Debian,
+            suite: "bookworm".into(),
+            mirror: "http://deb.debian.org/debian".into(),
+            components: vec!["main".into()],
+            variant: "minbase".into(),
+        };
+        let mut a = inputs();
+        a.parent = None;
+        a.base = Some(BaseInputs {
+            settings: settings.clone(),
+            archive: "h1".into(),
+            source_date_epoch: 1,
+        });
+        let mut b = a.clone();
+        b.base.as_mut().unwrap().settings.mirror = "http://m/debian".into();
+        b.base.as_mut().unwrap().archive = "h2".into();
+        let why = diff(&a, &b);
+        assert_eq!(why.len(), 2, "{why:?}");
+        assert!(why[0].starts_with("base mirror changed"), "{why:?}");
+        assert!(why[1].contains("archive changed"), "{why:?}");
+    }
+
+    #[test]
+    fn describe_paths_track_bytes_and_modes() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("f");
+        fs::write(&f, "x").unwrap();
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).unwrap();
+        let one = describe_path(&f).unwrap();
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o755)).unwrap();
+        let two = describe_path(&f).unwrap();
+        assert_ne!(one, two);
+        fs::write(&f, "y").unwrap();
+        assert_ne!(two, describe_path(&f).unwrap());
+        std::os::unix::fs::symlink("target", d.path().join("l")).unwrap();
+        assert_eq!(
+            describe_path(&d.path().join("l")).unwrap(),
+            "symlink target"
+        );
+    }
+
+    #[test]
+    fn store_list_gc_rm() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = Cache::open(d.path()).unwrap();
+        let _lock = cache.lock().unwrap();
+        let mut keys = Vec::new();
+        for i in 0..3 {
+            let mut inp = inputs();
+            inp.recipe = serde_json::json!({ "n": i });
+            let tmp = cache.temp_archive_path(&inp.key());
+            fs::write(&tmp, format!("archive {i}")).unwrap();
+            let meta = cache.store(&tmp, &inp).unwrap();
+            assert!(!tmp.exists());
+            assert_eq!(cache.lookup(&meta.key).unwrap().size, 9);
+            keys.push(meta.key);
+        }
+        assert_eq!(cache.list().unwrap().len(), 3);
+        assert!(cache.latest("10-boot").is_some());
+        let e = format!("{:#}", cache.remove("abc").unwrap_err());
+        assert!(e.contains("at least 8"), "{e}");
+        cache.remove(&keys[0][..12]).unwrap();
+        assert!(cache.lookup(&keys[0]).is_none());
+        let removed = cache.gc(1).unwrap();
+        assert_eq!(removed.len(), 1);
+        assert_eq!(cache.list().unwrap().len(), 1);
+    }
+}

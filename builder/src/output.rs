@@ -1,0 +1,181 @@
+//! The build's outputs: the image in its format, `SHA256SUMS` and the manifest.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+
+use crate::exit::bad_input;
+
+/// An image format `qemu-img` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Raw,
+    Qcow2,
+    Vmdk,
+}
+
+impl Format {
+    /// The format a file name asks for, by its suffix.
+    pub fn from_path(path: &Path) -> Option<Format> {
+        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+        match ext.as_str() {
+            "raw" | "img" => Some(Format::Raw),
+            "qcow2" => Some(Format::Qcow2),
+            "vmdk" => Some(Format::Vmdk),
+            _ => None,
+        }
+    }
+
+    /// Parses `--format`.
+    pub fn parse(s: &str) -> Result<Format> {
+        match s.to_ascii_lowercase().as_str() {
+            "raw" | "img" => Ok(Format::Raw),
+            "qcow2" => Ok(Format::Qcow2),
+            "vmdk" => Ok(Format::Vmdk),
+            _ => Err(bad_input(format!(
+                "unknown image format {s:?}: use raw, qcow2 or vmdk"
+            ))),
+        }
+    }
+
+    /// The format for `output`: `--format` if given, else the suffix.
+    pub fn choose(output: &Path, flag: Option<&str>) -> Result<Format> {
+        match flag {
+            Some(f) => Format::parse(f),
+            None => Format::from_path(output).ok_or_else(|| {
+                bad_input(format!(
+                    "cannot tell the image format from {:?}: name it .raw, .img, .qcow2 or \
+                     .vmdk, or pass --format",
+                    output.display().to_string()
+                ))
+            }),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Raw => "raw",
+            Format::Qcow2 => "qcow2",
+            Format::Vmdk => "vmdk",
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Converts the raw image `raw` into `out` in `format` (a raw output is a
+/// sparse copy). `compress` asks for compressed qcow2 clusters.
+///
+/// qemu-img runs with one coroutine (`-m 1`) and in-order writes, so the
+/// same input gives the same bytes.
+pub fn convert(raw: &Path, out: &Path, format: Format, compress: bool) -> Result<()> {
+    let mut cmd = seeds::cmd::command("qemu-img", ["convert", "-q", "-f", "raw", "-O"]);
+    cmd.arg(format.as_str()).args(["-m", "1"]);
+    match format {
+        Format::Qcow2 => {
+            cmd.args(["-o", "compat=1.1,lazy_refcounts=off"]);
+            if compress {
+                cmd.arg("-c");
+            }
+        }
+        Format::Vmdk => {
+            // streamOptimized is what clouds and VMware import.
+            cmd.args(["-o", "subformat=streamOptimized"]);
+        }
+        Format::Raw => {
+            cmd.args(["-S", "4k"]);
+        }
+    }
+    cmd.arg(raw).arg(out);
+    seeds::cmd::run(&mut cmd).with_context(|| format!("converting the image to {format}"))?;
+    Ok(())
+}
+
+/// The sha256 of a file, as lowercase hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// `SHA256SUMS` in the format `sha256sum -c` reads: one `HASH  NAME` line
+/// per file, names relative to the file's directory.
+pub fn sha256sums(entries: &[(String, String)]) -> String {
+    entries
+        .iter()
+        .map(|(hash, name)| format!("{hash}  {name}\n"))
+        .collect()
+}
+
+/// Bytes actually allocated on disk for a file (sparse files count less).
+pub fn allocated_bytes(path: &Path) -> Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(std::fs::metadata(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .blocks()
+        * 512)
+}
+
+/// Formats bytes for messages: `812 MiB`, `1.5 GiB`.
+pub fn human(bytes: u64) -> String {
+    const MIB: f64 = (1u64 << 20) as f64;
+    let m = bytes as f64 / MIB;
+    if m >= 1024.0 {
+        format!("{:.1} GiB", m / 1024.0)
+    } else {
+        format!("{} MiB", m.ceil() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn format_by_suffix_or_flag() {
+        let p = |s: &str| PathBuf::from(s);
+        assert_eq!(Format::choose(&p("a.qcow2"), None).unwrap(), Format::Qcow2);
+        assert_eq!(Format::choose(&p("a.IMG"), None).unwrap(), Format::Raw);
+        assert_eq!(Format::choose(&p("a.vmdk"), None).unwrap(), Format::Vmdk);
+        assert_eq!(
+            Format::choose(&p("a.bin"), Some("raw")).unwrap(),
+            Format::Raw
+        );
+        let e = Format::choose(&p("a.vdi"), None).unwrap_err();
+        assert_eq!(crate::exit::code_for(&e), crate::exit::BAD_INPUT);
+        let e = Format::choose(&p("a.raw"), Some("vhdx")).unwrap_err();
+        assert!(e.to_string().contains("unknown image format"), "{e}");
+    }
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human(812 << 20), "812 MiB");
+        assert_eq!(human(3 << 29), "1.5 GiB");
+    }
+
+    #[test]
+    fn sums_are_in_sha256sum_format() {
+        let s = sha256sums(&[("ab".into(), "x.qcow2".into())]);
+        assert_eq!(s, "ab  x.qcow2\n");
+    }
+}

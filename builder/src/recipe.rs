@@ -1,0 +1,802 @@
+//! Layer recipes: `NN-name/layer.yml`, parsed strictly and validated.
+//!
+//! A layer is a directory holding `layer.yml`, an optional `files/` overlay and
+//! the scripts the recipe names. Layers apply in sorted order of their
+//! directory names; layers given with `--layer DIR` stack on top in command
+//! line order. Every field is documented in `layers/README.md`; this module is
+//! the one place that defines them.
+//!
+//! Every error names the recipe file and the field, e.g.
+//! `layers/10-boot/layer.yml: scripts[0]: setup.sh: no such file in layers/10-boot`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::exit::bad_input;
+
+/// The file name of a recipe inside its layer directory.
+pub const RECIPE_FILE: &str = "layer.yml";
+/// The overlay directory inside a layer directory.
+pub const FILES_DIR: &str = "files";
+
+/// A distribution the base layer can be made from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Distro {
+    Ubuntu,
+    Debian,
+}
+
+impl Distro {
+    /// Suite used when neither the recipe nor the command line names one.
+    pub fn default_suite(self) -> &'static str {
+        match self {
+            Distro::Ubuntu => "noble",
+            Distro::Debian => "bookworm",
+        }
+    }
+    /// Mirror used when neither the recipe nor the command line names one.
+    pub fn default_mirror(self) -> &'static str {
+        match self {
+            Distro::Ubuntu => "http://archive.ubuntu.com/ubuntu",
+            Distro::Debian => "http://deb.debian.org/debian",
+        }
+    }
+    /// Archive components used when the recipe names none.
+    pub fn default_components(self) -> Vec<String> {
+        match self {
+            Distro::Ubuntu => vec!["main".into(), "universe".into()],
+            Distro::Debian => vec!["main".into()],
+        }
+    }
+    /// The keyring that verifies this distribution's archive, when the host's
+    /// default apt keyring does not (the host is Debian).
+    pub fn keyring(self) -> Option<&'static str> {
+        match self {
+            Distro::Ubuntu => Some("/usr/share/keyrings/ubuntu-archive-keyring.gpg"),
+            Distro::Debian => None,
+        }
+    }
+}
+
+impl fmt::Display for Distro {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Distro::Ubuntu => "ubuntu",
+            Distro::Debian => "debian",
+        })
+    }
+}
+
+impl FromStr for Distro {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ubuntu" => Ok(Distro::Ubuntu),
+            "debian" => Ok(Distro::Debian),
+            other => Err(format!("unknown distribution {other:?} (ubuntu or debian)")),
+        }
+    }
+}
+
+/// mmdebstrap variants a base layer may ask for.
+pub const VARIANTS: &[&str] = &[
+    "extract",
+    "custom",
+    "essential",
+    "apt",
+    "required",
+    "minbase",
+    "buildd",
+    "important",
+    "debootstrap",
+    "standard",
+];
+
+/// Permission bits, written in YAML as `0755` (YAML 1.1 octal) or `"0755"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mode(pub u32);
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04o}", self.0)
+    }
+}
+
+impl Serialize for Mode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Mode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u32),
+            Str(String),
+        }
+        let value = match Raw::deserialize(d)? {
+            Raw::Int(v) => v,
+            Raw::Str(s) => {
+                let digits = s.strip_prefix("0o").unwrap_or(&s);
+                u32::from_str_radix(digits, 8).map_err(|_| {
+                    serde::de::Error::custom(format!("mode {s:?} is not an octal number like 0755"))
+                })?
+            }
+        };
+        if value > 0o7777 {
+            return Err(serde::de::Error::custom(format!(
+                "mode {value:o} has bits beyond 07777 (write modes as 0755)"
+            )));
+        }
+        Ok(Mode(value))
+    }
+}
+
+/// `base:` — how layer 0 is created with mmdebstrap (first layer only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaseRecipe {
+    /// `ubuntu` or `debian`.
+    pub distro: Distro,
+    /// Release codename; default per distro (noble, bookworm).
+    #[serde(default)]
+    pub suite: Option<String>,
+    /// Archive URL; default per distro.
+    #[serde(default)]
+    pub mirror: Option<String>,
+    /// Archive components; default per distro (ubuntu: main universe, debian: main).
+    #[serde(default)]
+    pub components: Option<Vec<String>>,
+    /// mmdebstrap `--variant`; default `minbase`.
+    #[serde(default = "default_variant")]
+    pub variant: String,
+}
+
+fn default_variant() -> String {
+    "minbase".into()
+}
+
+/// `files:` — owner and mode for paths of the `files/` overlay that the
+/// overlay's own metadata cannot carry (git keeps only 0644/0755, no owner).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAttrs {
+    /// Absolute path in the tree; must exist under `files/`.
+    pub path: String,
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    /// User name (looked up in the tree's /etc/passwd) or numeric uid.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Group name (looked up in the tree's /etc/group) or numeric gid.
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+/// `host_files:` — a file taken from the build host, e.g. the agent binary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostFile {
+    /// `@name`: the program `name` next to the running imgbuild (overridable
+    /// with `--host-bin name=PATH` or `$IMGBUILD_BIN_DIR`); otherwise a path
+    /// relative to the layer directory.
+    pub from: String,
+    /// Absolute destination path in the tree.
+    pub to: String,
+    /// Permission bits of the destination (owner root:root).
+    pub mode: Mode,
+}
+
+/// One `layer.yml`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    /// Free text; not part of the cache key.
+    #[serde(default, skip_serializing)]
+    pub description: Option<String>,
+    /// Only in the first layer, where it is required.
+    #[serde(default)]
+    pub base: Option<BaseRecipe>,
+    /// Packages to install with apt (`name` or `name=version`).
+    #[serde(default)]
+    pub packages: Vec<String>,
+    /// Extra packages per distribution, e.g. the kernel's package name.
+    #[serde(default)]
+    pub distro_packages: BTreeMap<Distro, Vec<String>>,
+    /// Owner/mode overrides for overlay paths.
+    #[serde(default)]
+    pub files: Vec<FileAttrs>,
+    /// Files copied from the build host.
+    #[serde(default)]
+    pub host_files: Vec<HostFile>,
+    /// Scripts in the layer directory, run in the tree in this order.
+    #[serde(default)]
+    pub scripts: Vec<String>,
+    /// systemd units to enable.
+    #[serde(default)]
+    pub enable: Vec<String>,
+    /// systemd units to mask.
+    #[serde(default)]
+    pub mask: Vec<String>,
+}
+
+/// A loaded layer: its name (the directory name), directory and recipe.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    pub name: String,
+    pub dir: PathBuf,
+    pub recipe: Recipe,
+}
+
+impl Layer {
+    /// The recipe file, for messages.
+    pub fn recipe_path(&self) -> PathBuf {
+        self.dir.join(RECIPE_FILE)
+    }
+
+    /// The packages this layer installs for `distro`, sorted and deduplicated
+    /// (order does not matter to apt, so it does not matter to the cache key).
+    pub fn packages_for(&self, distro: Distro) -> Vec<String> {
+        let mut all: BTreeSet<String> = self.recipe.packages.iter().cloned().collect();
+        if let Some(extra) = self.recipe.distro_packages.get(&distro) {
+            all.extend(extra.iter().cloned());
+        }
+        all.into_iter().collect()
+    }
+
+    /// Whether the layer runs anything inside the tree.
+    pub fn needs_chroot(&self, distro: Distro) -> bool {
+        (self.recipe.base.is_none() && !self.packages_for(distro).is_empty())
+            || !self.recipe.scripts.is_empty()
+            || !self.recipe.enable.is_empty()
+            || !self.recipe.mask.is_empty()
+    }
+}
+
+/// Command-line overrides of the base settings.
+#[derive(Debug, Clone, Default)]
+pub struct BaseOverrides {
+    pub distro: Option<Distro>,
+    pub suite: Option<String>,
+    pub mirror: Option<String>,
+}
+
+/// The effective base settings: recipe + command line + defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseSettings {
+    pub distro: Distro,
+    pub suite: String,
+    pub mirror: String,
+    pub components: Vec<String>,
+    pub variant: String,
+}
+
+impl BaseSettings {
+    /// Combines the base recipe with command-line overrides.
+    ///
+    /// When `--distro` names another distribution than the recipe, the
+    /// recipe's suite, mirror and components (which belong to its own
+    /// distribution) are dropped in favour of the other's defaults.
+    pub fn resolve(recipe: &BaseRecipe, over: &BaseOverrides) -> BaseSettings {
+        let distro = over.distro.unwrap_or(recipe.distro);
+        let same = distro == recipe.distro;
+        let pick = |cli: &Option<String>, rec: &Option<String>, default: &str| {
+            cli.clone()
+                .or_else(|| if same { rec.clone() } else { None })
+                .unwrap_or_else(|| default.to_string())
+        };
+        BaseSettings {
+            distro,
+            suite: pick(&over.suite, &recipe.suite, distro.default_suite()),
+            mirror: pick(&over.mirror, &recipe.mirror, distro.default_mirror())
+                .trim_end_matches('/')
+                .to_string(),
+            components: recipe
+                .components
+                .clone()
+                .filter(|_| same)
+                .unwrap_or_else(|| distro.default_components()),
+            variant: recipe.variant.clone(),
+        }
+    }
+}
+
+/// Parses and validates one recipe text; `path` is used in messages and
+/// `dir` to check the files the recipe refers to.
+pub fn parse_recipe(text: &str, path: &Path, dir: &Path) -> anyhow::Result<Recipe> {
+    let mut options = serde_saphyr::Options::default();
+    // Modes are written 0755, as in chmod: read them as YAML 1.1 octal.
+    options.legacy_octal_numbers = true;
+    let recipe: Recipe = if text.trim().is_empty() {
+        Recipe::default()
+    } else {
+        serde_saphyr::from_str_with_options(text, options)
+            .map_err(|e| bad_input(format!("{}: {e}", path.display())))?
+    };
+    validate(&recipe, path, dir)?;
+    Ok(recipe)
+}
+
+fn validate(r: &Recipe, path: &Path, dir: &Path) -> anyhow::Result<()> {
+    let err = |field: String, msg: String| bad_input(format!("{}: {field}: {msg}", path.display()));
+    if let Some(base) = &r.base {
+        if !VARIANTS.contains(&base.variant.as_str()) {
+            return Err(err(
+                "base.variant".into(),
+                format!(
+                    "unknown variant {:?} (one of {})",
+                    base.variant,
+                    VARIANTS.join(", ")
+                ),
+            ));
+        }
+        if let Some(suite) = &base.suite {
+            if !is_word(suite) {
+                return Err(err(
+                    "base.suite".into(),
+                    format!("{suite:?} is not a suite name"),
+                ));
+            }
+        }
+        if let Some(m) = &base.mirror {
+            check_mirror(m).map_err(|e| err("base.mirror".into(), e))?;
+        }
+        for (i, c) in base.components.iter().flatten().enumerate() {
+            if !is_word(c) {
+                return Err(err(
+                    format!("base.components[{i}]"),
+                    format!("{c:?} is not a component name"),
+                ));
+            }
+        }
+    }
+    let mut lists: Vec<(String, &Vec<String>)> = vec![("packages".into(), &r.packages)];
+    for (d, list) in &r.distro_packages {
+        lists.push((format!("distro_packages.{d}"), list));
+    }
+    for (field, list) in lists {
+        for (i, p) in list.iter().enumerate() {
+            if !is_package_spec(p) {
+                return Err(err(
+                    format!("{field}[{i}]"),
+                    format!("{p:?} is not a package name (name or name=version)"),
+                ));
+            }
+        }
+    }
+    for (i, f) in r.files.iter().enumerate() {
+        let field = format!("files[{i}].path");
+        let rel = tree_path(&f.path).map_err(|e| err(field.clone(), e))?;
+        let src = dir.join(FILES_DIR).join(rel);
+        if src.symlink_metadata().is_err() {
+            return Err(err(
+                field,
+                format!(
+                    "{}: not in the overlay ({} does not exist)",
+                    f.path,
+                    src.display()
+                ),
+            ));
+        }
+        for (what, v) in [("owner", &f.owner), ("group", &f.group)] {
+            if let Some(v) = v {
+                if !is_word(v) {
+                    return Err(err(
+                        format!("files[{i}].{what}"),
+                        format!("{v:?} is not a name or number"),
+                    ));
+                }
+            }
+        }
+    }
+    for (i, h) in r.host_files.iter().enumerate() {
+        tree_path(&h.to).map_err(|e| err(format!("host_files[{i}].to"), e))?;
+        match h.from.strip_prefix('@') {
+            Some(name) if is_word(name) => {}
+            Some(_) => {
+                return Err(err(
+                    format!("host_files[{i}].from"),
+                    format!("{:?} is not @program-name", h.from),
+                ))
+            }
+            None => {
+                let rel = rel_path(&h.from).map_err(|e| err(format!("host_files[{i}].from"), e))?;
+                if !dir.join(rel).is_file() {
+                    return Err(err(
+                        format!("host_files[{i}].from"),
+                        format!("{}: no such file in {}", h.from, dir.display()),
+                    ));
+                }
+            }
+        }
+    }
+    for (i, s) in r.scripts.iter().enumerate() {
+        let field = format!("scripts[{i}]");
+        let rel = rel_path(s).map_err(|e| err(field.clone(), e))?;
+        let file = dir.join(rel);
+        let head = std::fs::read(&file).map_err(|e| {
+            err(
+                field.clone(),
+                format!("{s}: cannot read {}: {e}", file.display()),
+            )
+        })?;
+        if !head.starts_with(b"#!") {
+            return Err(err(
+                field,
+                format!("{s}: must start with a #! line naming its interpreter"),
+            ));
+        }
+    }
+    for (field, list) in [("enable", &r.enable), ("mask", &r.mask)] {
+        for (i, u) in list.iter().enumerate() {
+            if !is_unit_name(u) {
+                return Err(err(
+                    format!("{field}[{i}]"),
+                    format!("{u:?} is not a systemd unit name (like foo.service)"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Loads the layer stack: the `NN-name` directories of `layers_dir` in sorted
+/// order, then each of `extra` in order. The first layer must have `base:`,
+/// no other may.
+pub fn load_stack(layers_dir: &Path, extra: &[PathBuf]) -> anyhow::Result<Vec<Layer>> {
+    let entries = std::fs::read_dir(layers_dir).map_err(|e| {
+        bad_input(format!(
+            "reading the layers directory {}: {e}",
+            layers_dir.display()
+        ))
+    })?;
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for entry in entries {
+        let entry =
+            entry.map_err(|e| bad_input(format!("reading {}: {e}", layers_dir.display())))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.path().is_dir() && is_numbered(&name) {
+            dirs.push(entry.path());
+        }
+    }
+    dirs.sort();
+    dirs.extend(extra.iter().cloned());
+    let mut layers = Vec::new();
+    let mut seen = BTreeSet::new();
+    for dir in dirs {
+        let layer = load_layer(&dir)?;
+        if !seen.insert(layer.name.clone()) {
+            return Err(bad_input(format!(
+                "{}: a layer named {} is already in the stack",
+                dir.display(),
+                layer.name
+            )));
+        }
+        layers.push(layer);
+    }
+    let Some(first) = layers.first() else {
+        return Err(bad_input(format!(
+            "{}: no layers (directories named NN-name holding {RECIPE_FILE})",
+            layers_dir.display()
+        )));
+    };
+    if first.recipe.base.is_none() {
+        return Err(bad_input(format!(
+            "{}: base: the first layer must say how the base is made (base: {{distro: ...}})",
+            first.recipe_path().display()
+        )));
+    }
+    for l in &layers[1..] {
+        if l.recipe.base.is_some() {
+            return Err(bad_input(format!(
+                "{}: base: only the first layer ({}) may have a base",
+                l.recipe_path().display(),
+                first.name
+            )));
+        }
+    }
+    Ok(layers)
+}
+
+/// Loads one layer directory.
+pub fn load_layer(dir: &Path) -> anyhow::Result<Layer> {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .filter(|n| is_word(n))
+        .ok_or_else(|| {
+            bad_input(format!(
+                "{}: not a usable layer directory name",
+                dir.display()
+            ))
+        })?;
+    let path = dir.join(RECIPE_FILE);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| bad_input(format!("{}: cannot read the recipe: {e}", path.display())))?;
+    let recipe = parse_recipe(&text, &path, dir)?;
+    Ok(Layer {
+        name,
+        dir: dir.to_path_buf(),
+        recipe,
+    })
+}
+
+/// A mirror URL must be http(s) (or file for local mirrors).
+pub fn check_mirror(m: &str) -> Result<(), String> {
+    if ["http://", "https://", "file://"]
+        .iter()
+        .any(|p| m.starts_with(p))
+        && !m.contains(char::is_whitespace)
+    {
+        Ok(())
+    } else {
+        Err(format!("{m:?} is not an http://, https:// or file:// URL"))
+    }
+}
+
+/// An absolute path inside the tree, returned relative (no `..`).
+pub fn tree_path(p: &str) -> Result<PathBuf, String> {
+    let rest = p
+        .strip_prefix('/')
+        .ok_or_else(|| format!("{p:?} must be an absolute path in the tree"))?;
+    rel_path(rest).map_err(|_| format!("{p:?} must not contain `..` or be empty"))
+}
+
+/// A relative path without `..` components.
+pub fn rel_path(p: &str) -> Result<PathBuf, String> {
+    let path = Path::new(p);
+    if p.is_empty()
+        || path.is_absolute()
+        || path
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return Err(format!("{p:?} must be a relative path without `..`"));
+    }
+    Ok(path.to_path_buf())
+}
+
+fn is_numbered(name: &str) -> bool {
+    let b = name.as_bytes();
+    b.len() > 3 && b[0].is_ascii_digit() && b[1].is_ascii_digit() && b[2] == b'-'
+}
+
+fn is_word(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.+".contains(c))
+}
+
+fn is_package_spec(s: &str) -> bool {
+    let (name, version) = match s.split_once('=') {
+        Some((n, v)) => (n, Some(v)),
+        None => (s, None),
+    };
+    let name_ok = name.len() >= 2
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.:".contains(c));
+    let version_ok = version.is_none_or(|v| {
+        !v.is_empty()
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".+-~:".contains(c))
+    });
+    name_ok && version_ok
+}
+
+fn is_unit_name(s: &str) -> bool {
+    const KINDS: &[&str] = &[
+        ".service",
+        ".socket",
+        ".timer",
+        ".target",
+        ".mount",
+        ".automount",
+        ".path",
+        ".slice",
+        ".swap",
+        ".device",
+        ".scope",
+    ];
+    is_word(&s.replace(['@', '\\'], ""))
+        && KINDS.iter().any(|k| s.ends_with(k) && s.len() > k.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn layer_dir() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("files/etc")).unwrap();
+        fs::write(d.path().join("files/etc/motd"), "hi\n").unwrap();
+        fs::write(d.path().join("setup.sh"), "#!/bin/sh\ntrue\n").unwrap();
+        fs::write(d.path().join("noshebang.sh"), "true\n").unwrap();
+        d
+    }
+
+    fn parse(text: &str) -> anyhow::Result<Recipe> {
+        let d = layer_dir();
+        parse_recipe(text, &d.path().join("layer.yml"), d.path())
+    }
+
+    fn err(text: &str) -> String {
+        let e = parse(text).unwrap_err();
+        assert_eq!(crate::exit::code_for(&e), crate::exit::BAD_INPUT, "{e:#}");
+        format!("{e:#}")
+    }
+
+    #[test]
+    fn full_recipe_parses() {
+        let r = parse(
+            "description: x\nbase: {distro: debian, suite: bookworm, mirror: 'http://deb.debian.org/debian', components: [main], variant: minbase}\n\
+             packages: [systemd, 'hello=2.10-3']\ndistro_packages: {ubuntu: [linux-image-generic], debian: [linux-image-amd64]}\n\
+             files:\n  - {path: /etc/motd, mode: 0600, owner: root, group: '0'}\n\
+             host_files:\n  - {from: '@ecs-firstboot', to: /usr/sbin/ecs-firstboot, mode: 0755}\n\
+             scripts: [setup.sh]\nenable: [ecs-firstboot.service]\nmask: [apt-daily.timer]\n",
+        )
+        .unwrap();
+        assert_eq!(r.files[0].mode, Some(Mode(0o600)));
+        assert_eq!(r.host_files[0].mode, Mode(0o755));
+        assert_eq!(r.base.as_ref().unwrap().variant, "minbase");
+        assert_eq!(
+            r.distro_packages[&Distro::Debian],
+            vec!["linux-image-amd64"]
+        );
+    }
+
+    #[test]
+    fn empty_recipe_is_allowed() {
+        assert_eq!(parse("").unwrap(), Recipe::default());
+        assert_eq!(parse("# only a comment\n").unwrap(), Recipe::default());
+    }
+
+    #[test]
+    fn string_modes_are_octal() {
+        let r = parse("host_files: [{from: setup.sh, to: /x, mode: '0640'}]").unwrap();
+        assert_eq!(r.host_files[0].mode, Mode(0o640));
+    }
+
+    #[test]
+    fn bad_recipes_name_file_and_field() {
+        let cases: &[(&str, &[&str])] = &[
+            ("pakages: [a]", &["layer.yml", "pakages"]),
+            (
+                "packages: [Bad_Name]",
+                &["layer.yml", "packages[0]", "Bad_Name"],
+            ),
+            ("packages: notalist", &["layer.yml", "packages"]),
+            ("base: {distro: arch}", &["layer.yml", "arch"]),
+            (
+                "base: {distro: debian, variant: tiny}",
+                &["base.variant", "tiny"],
+            ),
+            (
+                "base: {distro: debian, mirror: 'ftp://x'}",
+                &["base.mirror", "ftp://x"],
+            ),
+            ("base: {distro: debian, colour: red}", &["colour"]),
+            ("scripts: [missing.sh]", &["scripts[0]", "missing.sh"]),
+            ("scripts: [noshebang.sh]", &["scripts[0]", "#!"]),
+            ("scripts: ['../x.sh']", &["scripts[0]", ".."]),
+            ("files: [{path: etc/motd}]", &["files[0].path", "absolute"]),
+            (
+                "files: [{path: /etc/nope}]",
+                &["files[0].path", "/etc/nope"],
+            ),
+            (
+                "files: [{path: /etc/motd, mode: '9'}]",
+                &["layer.yml", "octal"],
+            ),
+            (
+                "files: [{path: /etc/motd, mode: 077777}]",
+                &["layer.yml", "07777"],
+            ),
+            (
+                "host_files: [{from: '@', to: /x, mode: 0755}]",
+                &["host_files[0].from"],
+            ),
+            (
+                "host_files: [{from: '@a', to: x, mode: 0755}]",
+                &["host_files[0].to"],
+            ),
+            (
+                "host_files: [{from: nofile, to: /x, mode: 0755}]",
+                &["host_files[0].from", "nofile"],
+            ),
+            ("host_files: [{from: '@a', to: /x}]", &["layer.yml", "mode"]),
+            ("enable: [sshd]", &["enable[0]", "sshd"]),
+            ("mask: ['a b.service']", &["mask[0]"]),
+            ("distro_packages: {arch: [x]}", &["layer.yml", "arch"]),
+            (
+                "distro_packages: {debian: ['X Y']}",
+                &["distro_packages.debian[0]"],
+            ),
+        ];
+        for (text, needles) in cases {
+            let msg = err(text);
+            for n in *needles {
+                assert!(
+                    msg.contains(n),
+                    "{text:?}: error {msg:?} should mention {n:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn stack_rules() {
+        let root = tempfile::tempdir().unwrap();
+        let mk = |name: &str, text: &str| {
+            let d = root.path().join(name);
+            fs::create_dir_all(&d).unwrap();
+            fs::write(d.join("layer.yml"), text).unwrap();
+            d
+        };
+        mk("10-boot", "packages: [systemd]\n");
+        fs::write(root.path().join("README.md"), "ignored").unwrap();
+        let e = format!("{:#}", load_stack(root.path(), &[]).unwrap_err());
+        assert!(e.contains("10-boot/layer.yml: base"), "{e}");
+        mk("00-base", "base: {distro: debian}\n");
+        let extra = tempfile::tempdir().unwrap();
+        let x = extra.path().join("99-extra");
+        fs::create_dir_all(&x).unwrap();
+        fs::write(x.join("layer.yml"), "packages: [hello]\n").unwrap();
+        let stack = load_stack(root.path(), std::slice::from_ref(&x)).unwrap();
+        let names: Vec<_> = stack.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["00-base", "10-boot", "99-extra"]);
+        mk("20-late", "base: {distro: debian}\n");
+        let e = format!("{:#}", load_stack(root.path(), &[]).unwrap_err());
+        assert!(
+            e.contains("20-late/layer.yml: base: only the first layer"),
+            "{e}"
+        );
+        fs::remove_dir_all(root.path().join("20-late")).unwrap();
+        fs::create_dir_all(root.path().join("30-empty")).unwrap();
+        let e = format!("{:#}", load_stack(root.path(), &[]).unwrap_err());
+        assert!(e.contains("30-empty/layer.yml: cannot read"), "{e}");
+    }
+
+    #[test]
+    fn base_resolution() {
+        let rec = BaseRecipe {
+            distro: Distro::Ubuntu,
+            suite: Some("noble".into()),
+            mirror: Some("http://archive.ubuntu.com/ubuntu/".into()),
+            components: Some(vec!["main".into(), "universe".into()]),
+            variant: "minbase".into(),
+        };
+        let b = BaseSettings::resolve(&rec, &BaseOverrides::default());
+        assert_eq!(
+            (b.distro, b.suite.as_str(), b.mirror.as_str()),
+            (Distro::Ubuntu, "noble", "http://archive.ubuntu.com/ubuntu")
+        );
+        let over = BaseOverrides {
+            distro: Some(Distro::Debian),
+            ..Default::default()
+        };
+        let b = BaseSettings::resolve(&rec, &over);
+        assert_eq!(b.suite, "bookworm");
+        assert_eq!(b.mirror, "http://deb.debian.org/debian");
+        assert_eq!(b.components, vec!["main"]);
+        let over = BaseOverrides {
+            distro: Some(Distro::Debian),
+            suite: Some("trixie".into()),
+            mirror: Some("http://m/debian".into()),
+        };
+        let b = BaseSettings::resolve(&rec, &over);
+        assert_eq!(
+            (b.suite.as_str(), b.mirror.as_str()),
+            ("trixie", "http://m/debian")
+        );
+    }
+}

@@ -1,0 +1,1416 @@
+//! The root tree stage: layer recipes → a root tree, layer by layer, cached.
+//!
+//! [`build_tree`] is what the main build calls. It
+//! 1. loads and validates the layer stack (bad input fails here, in a second);
+//! 2. fetches the suite's `InRelease` from the mirror (an unreachable mirror
+//!    fails here, within seconds, naming the URL) — its hash is part of the
+//!    base layer's key, so an archive update is a new base;
+//! 3. computes every layer's key from its inputs alone ([`crate::cache`]),
+//!    logs hit or miss (and why) per layer, and extracts the highest cached
+//!    layer — a no-op rebuild is one extraction;
+//! 4. builds the missing layers on top: layer 0 with mmdebstrap, every layer
+//!    then apt packages (in the tree, through chroot), its `files/` overlay,
+//!    host files, owners/modes, scripts and units; and stores each result in
+//!    the cache before the next starts. A failed layer is never stored.
+//!
+//! Steps inside the tree run with /proc, /sys, /dev, /dev/pts and the shared
+//! apt caches mounted by [`crate::mount`] guards, a `policy-rc.d` that keeps
+//! services from starting, the host's resolv.conf for apt, and a clean
+//! non-interactive environment. All of it is undone when the layer ends, on
+//! errors and on Ctrl-C.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use anyhow::{bail, Context};
+use seeds::cmd;
+use serde::Serialize;
+
+use crate::archive;
+use crate::cache::{self, BaseInputs, Cache, Inputs, ParentRef};
+use crate::exit::bad_input;
+use crate::mount::{self, Mount, MountStack, TreeDir, WorkDir};
+use crate::progress::{Progress, Step};
+use crate::recipe::{self, BaseOverrides, BaseSettings, Layer, Mode};
+
+/// Everything the tree stage needs to know.
+#[derive(Debug, Clone)]
+pub struct TreeOptions {
+    /// The stack's directory (`layers/`).
+    pub layers_dir: PathBuf,
+    /// Extra layer directories stacked on top, in order (`--layer`).
+    pub extra_layers: Vec<PathBuf>,
+    /// `--distro`, `--suite`, `--mirror`.
+    pub base: BaseOverrides,
+    /// `--cache-dir`.
+    pub cache_dir: PathBuf,
+    /// Where downloaded .debs are kept (default: `CACHE/apt-archives`).
+    pub apt_archives: Option<PathBuf>,
+    /// `--host-bin NAME=PATH`: where `@NAME` in `host_files` comes from.
+    pub host_bins: BTreeMap<String, PathBuf>,
+    /// Overrides `$SOURCE_DATE_EPOCH` (default: that, else the archive's
+    /// Release date).
+    pub source_date_epoch: Option<i64>,
+    /// Build and extract trees on a tmpfs (default; `IMGBUILD_TMPFS=0` in
+    /// the environment turns it off).
+    pub in_memory: bool,
+}
+
+impl TreeOptions {
+    /// Options with defaults for everything but the two directories.
+    pub fn new(layers_dir: impl Into<PathBuf>, cache_dir: impl Into<PathBuf>) -> TreeOptions {
+        TreeOptions {
+            layers_dir: layers_dir.into(),
+            extra_layers: Vec::new(),
+            base: BaseOverrides::default(),
+            cache_dir: cache_dir.into(),
+            apt_archives: None,
+            host_bins: BTreeMap::new(),
+            source_date_epoch: None,
+            in_memory: std::env::var("IMGBUILD_TMPFS").map_or(true, |v| v != "0"),
+        }
+    }
+}
+
+/// How a layer was obtained in this build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Taken from the cache.
+    Hit,
+    /// Below a cached layer: neither built nor extracted.
+    Covered,
+    /// Built now (and stored).
+    Built,
+}
+
+/// One layer of the result, for logs and the manifest.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuiltLayer {
+    pub name: String,
+    pub key: String,
+    pub outcome: Outcome,
+}
+
+/// An installed package of the tree (`dpkg-query`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Package {
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+}
+
+/// The result of the tree stage: a root tree in a work directory that is
+/// deleted when this value is dropped (see [`BuiltTree::move_to`]).
+#[derive(Debug)]
+pub struct BuiltTree {
+    /// The root tree (owned by root, with device nodes, xattrs, ...).
+    pub root: PathBuf,
+    /// The layers bottom to top, with their keys.
+    pub layers: Vec<BuiltLayer>,
+    /// Installed packages, sorted by name.
+    pub packages: Vec<Package>,
+    /// The effective base settings.
+    pub base: BaseSettings,
+    /// The epoch used for the tree's timestamps; use it for the disk too.
+    pub source_date_epoch: i64,
+    cache: Cache,
+    work: TreeDir,
+}
+
+impl BuiltTree {
+    /// Moves the tree to `dest` (which must not exist or be an empty
+    /// directory), keeping it after this value is gone.
+    pub fn move_to(self, dest: &Path) -> anyhow::Result<()> {
+        if dest.exists() {
+            let empty = fs::read_dir(dest)
+                .with_context(|| format!("reading {}", dest.display()))?
+                .next()
+                .is_none();
+            if !empty {
+                return Err(bad_input(format!(
+                    "{}: exists and is not empty",
+                    dest.display()
+                )));
+            }
+            fs::remove_dir(dest).with_context(|| format!("replacing {}", dest.display()))?;
+        }
+        match fs::rename(&self.root, dest) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                // Another filesystem: extract the top layer there instead.
+                let top = self.layers.last().expect("at least one layer");
+                fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
+                let p = Progress::plain();
+                let step = p.step(format!("extracting {} into {}", top.name, dest.display()));
+                archive::extract(&self.cache.archive_path(&top.key), dest, &step)?;
+                step.done();
+                Ok(())
+            }
+            Err(e) => Err(e).with_context(|| format!("moving the tree to {}", dest.display())),
+        }
+    }
+
+    /// The work directory holding [`BuiltTree::root`].
+    pub fn work_dir(&self) -> &Path {
+        self.work.path()
+    }
+}
+
+/// Builds (or takes from the cache) every layer and returns the final tree.
+pub fn build_tree(opts: &TreeOptions, progress: &Progress) -> anyhow::Result<BuiltTree> {
+    let run = Run::prepare(opts, progress)?;
+    let (layers, work, root) = run.execute(true)?;
+    let (work, root) = (
+        work.expect("a tree was asked for"),
+        root.expect("a tree was asked for"),
+    );
+    let step = progress.step("listing packages");
+    let packages = installed_packages(&root)?;
+    step.done_with(&format!("{} packages", packages.len()));
+    Ok(BuiltTree {
+        root,
+        layers,
+        packages,
+        base: run.base.clone(),
+        source_date_epoch: run.sde,
+        cache: run.cache.clone(),
+        work,
+    })
+}
+
+/// Makes sure every layer is in the cache, without extracting the final
+/// tree when it already is. Returns the layers with their keys.
+pub fn cache_layers(opts: &TreeOptions, progress: &Progress) -> anyhow::Result<Vec<BuiltLayer>> {
+    let run = Run::prepare(opts, progress)?;
+    Ok(run.execute(false)?.0)
+}
+
+/// One planned layer.
+struct Planned {
+    layer: Layer,
+    inputs: Inputs,
+    key: String,
+    cached: bool,
+    /// Resolved sources of `host_files`, in recipe order.
+    host_sources: Vec<PathBuf>,
+}
+
+/// A prepared build: stack loaded, archive probed, keys computed, lock held.
+struct Run<'p> {
+    progress: &'p Progress,
+    cache: Cache,
+    _lock: cache::CacheLock,
+    base: BaseSettings,
+    sde: i64,
+    plan: Vec<Planned>,
+    apt_archives: PathBuf,
+    in_memory: bool,
+}
+
+static WORK_SEQ: AtomicUsize = AtomicUsize::new(0);
+
+impl<'p> Run<'p> {
+    fn prepare(opts: &TreeOptions, progress: &'p Progress) -> anyhow::Result<Run<'p>> {
+        let layers = recipe::load_stack(&opts.layers_dir, &opts.extra_layers)?;
+        let base_recipe = layers[0]
+            .recipe
+            .base
+            .clone()
+            .expect("load_stack checks the base");
+        let base = BaseSettings::resolve(&base_recipe, &opts.base);
+        recipe::check_mirror(&base.mirror).map_err(|e| bad_input(format!("--mirror: {e}")))?;
+        let mut host_sources = Vec::new();
+        for l in &layers {
+            host_sources.push(resolve_host_files(l, opts)?);
+        }
+        require_root()?;
+        require_tools(&["tar", "zstd", "chroot", "dpkg-query", APT_HELPER])?;
+        mount::install_interrupt_handler();
+
+        let cache = Cache::open(&opts.cache_dir)?;
+        let lock = cache.lock()?;
+        let apt_archives = match &opts.apt_archives {
+            Some(p) => {
+                fs::create_dir_all(p.join("partial"))
+                    .with_context(|| format!("creating {}", p.display()))?;
+                p.clone()
+            }
+            None => cache.apt_archives(),
+        };
+
+        let step = progress.step(format!(
+            "checking the archive {} {}",
+            base.mirror, base.suite
+        ));
+        let probe_dir = WorkDir::create(next_work_path(&cache, "probe"))?;
+        let archive = probe_archive(&base, probe_dir.path())?;
+        probe_dir.remove()?;
+        step.done();
+        let sde = opts
+            .source_date_epoch
+            .or_else(|| {
+                std::env::var("SOURCE_DATE_EPOCH")
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok())
+            })
+            .or(archive.date)
+            .unwrap_or(0);
+
+        let mut plan: Vec<Planned> = Vec::new();
+        for (layer, sources) in layers.into_iter().zip(host_sources) {
+            let parent = plan.last().map(|p| ParentRef {
+                layer: p.layer.name.clone(),
+                key: p.key.clone(),
+            });
+            let base_inputs = layer.recipe.base.as_ref().map(|_| BaseInputs {
+                settings: base.clone(),
+                archive: archive.hash.clone(),
+                source_date_epoch: sde,
+            });
+            let inputs = layer_inputs(&layer, base.distro, parent, base_inputs, &sources)?;
+            let key = inputs.key();
+            let cached = cache.lookup(&key).is_some();
+            plan.push(Planned {
+                layer,
+                inputs,
+                key,
+                cached,
+                host_sources: sources,
+            });
+        }
+        Ok(Run {
+            progress,
+            cache,
+            _lock: lock,
+            base,
+            sde,
+            plan,
+            apt_archives,
+            in_memory: opts.in_memory,
+        })
+    }
+
+    /// Logs hits and misses, extracts the highest cached layer, builds the
+    /// rest. Returns the layers, and (when `want_tree` or anything was built)
+    /// the work directory and the tree in it.
+    #[allow(clippy::type_complexity)]
+    fn execute(
+        &self,
+        want_tree: bool,
+    ) -> anyhow::Result<(Vec<BuiltLayer>, Option<TreeDir>, Option<PathBuf>)> {
+        let top_cached = self.plan.iter().rposition(|p| p.cached);
+        let mut out = Vec::new();
+        for (i, p) in self.plan.iter().enumerate() {
+            let short = &p.key[..12];
+            let outcome = match top_cached {
+                Some(j) if i == j => {
+                    self.progress
+                        .info(&format!("{}: hit {short}", p.layer.name));
+                    Outcome::Hit
+                }
+                Some(j) if i < j => {
+                    let top = &self.plan[j].layer.name;
+                    self.progress.info(&format!(
+                        "{}: {short}: not needed ({top} is cached)",
+                        p.layer.name
+                    ));
+                    Outcome::Covered
+                }
+                _ => {
+                    let why = match self.cache.latest(&p.layer.name) {
+                        Some(old) => cache::describe_diff(&cache::diff(&old.inputs, &p.inputs)),
+                        None => format!("no earlier build of {} in the cache", p.layer.name),
+                    };
+                    self.progress
+                        .info(&format!("{}: miss {short}: {why}", p.layer.name));
+                    Outcome::Built
+                }
+            };
+            out.push(BuiltLayer {
+                name: p.layer.name.clone(),
+                key: p.key.clone(),
+                outcome,
+            });
+        }
+        let all_cached = top_cached == Some(self.plan.len() - 1);
+        if all_cached && !want_tree {
+            self.cache.touch(&self.plan[self.plan.len() - 1].key);
+            return Ok((out, None, None));
+        }
+
+        let work = TreeDir::create(next_work_path(&self.cache, "tree"), self.in_memory)?;
+        let root = work.path().join("root");
+        let first_to_build = match top_cached {
+            Some(j) => {
+                let p = &self.plan[j];
+                let step = self.progress.step(format!("{}: extracting", p.layer.name));
+                fs::create_dir(&root).with_context(|| format!("creating {}", root.display()))?;
+                archive::extract(&self.cache.archive_path(&p.key), &root, &step).with_context(
+                    || format!("layer {}: extracting the cached tree", p.layer.name),
+                )?;
+                step.done();
+                self.cache.touch(&p.key);
+                j + 1
+            }
+            None => 0,
+        };
+        for p in &self.plan[first_to_build..] {
+            mount::check_interrupted()?;
+            self.build_layer(p, &root).map_err(|e| {
+                if mount::interrupted() {
+                    e.context(format!("layer {}: interrupted", p.layer.name))
+                } else {
+                    e.context(format!(
+                        "layer {} failed (nothing was cached for it)",
+                        p.layer.name
+                    ))
+                }
+            })?;
+        }
+        Ok((out, Some(work), Some(root)))
+    }
+
+    fn build_layer(&self, p: &Planned, root: &Path) -> anyhow::Result<()> {
+        let name = &p.layer.name;
+        let distro = self.base.distro;
+        // The apt package cache may be shared by several cache directories
+        // (--apt-cache): one apt at a time writes to it.
+        let _apt_lock = if p.layer.needs_chroot(distro) || p.layer.recipe.base.is_some() {
+            Some(cache::lock_file(
+                &self.apt_archives.join(".imgbuild.lock"),
+                "the apt package cache",
+            )?)
+        } else {
+            None
+        };
+        if p.layer.recipe.base.is_some() {
+            self.mmdebstrap(p, root)?;
+        }
+        let packages = p.layer.packages_for(distro);
+        let needs_chroot = p.layer.needs_chroot(distro);
+        let session = if needs_chroot {
+            Some(Chroot::open(
+                root,
+                &self.apt_archives,
+                &self.cache.apt_lists(&self.base),
+            )?)
+        } else {
+            None
+        };
+        let env = ChrootEnv {
+            layer: name.clone(),
+            sde: self.sde,
+        };
+        if p.layer.recipe.base.is_none() && !packages.is_empty() {
+            let step = self.progress.step(format!("{name}: apt-get update"));
+            let mut c = env.command(root, &["apt-get", "update", "-q"]);
+            c.args(APT_NET_OPTS);
+            cmd::run_streaming(&mut c, &mut |l| step.line(l)).context("apt-get update")?;
+            step.done();
+            mount::check_interrupted()?;
+            let step = self.progress.step(format!(
+                "{name}: apt-get install ({} packages)",
+                packages.len()
+            ));
+            let mut c = env.command(
+                root,
+                &[
+                    "apt-get",
+                    "install",
+                    "-y",
+                    "-q",
+                    "--no-install-recommends",
+                    "-o",
+                    "Dpkg::Options::=--force-confdef",
+                    "-o",
+                    "Dpkg::Options::=--force-confold",
+                    "-o",
+                    "Dpkg::Use-Pty=0",
+                ],
+            );
+            c.args(APT_NET_OPTS).args(&packages);
+            cmd::run_streaming(&mut c, &mut |l| step.line(l)).context("apt-get install")?;
+            step.done();
+        }
+        mount::check_interrupted()?;
+        let files_dir = p.layer.dir.join(recipe::FILES_DIR);
+        if files_dir.is_dir()
+            || !p.layer.recipe.host_files.is_empty()
+            || !p.layer.recipe.files.is_empty()
+        {
+            let step = self.progress.step(format!("{name}: files"));
+            if files_dir.is_dir() {
+                copy_overlay(&files_dir, root, Path::new(""))?;
+            }
+            for (hf, src) in p.layer.recipe.host_files.iter().zip(&p.host_sources) {
+                install_host_file(root, src, &hf.to, hf.mode)
+                    .with_context(|| format!("host_files: {} → {}", hf.from, hf.to))?;
+            }
+            for fa in &p.layer.recipe.files {
+                apply_attrs(root, fa).with_context(|| format!("files: {}", fa.path))?;
+            }
+            step.done();
+        }
+        for script in &p.layer.recipe.scripts {
+            mount::check_interrupted()?;
+            let step = self.progress.step(format!("{name}: script {script}"));
+            run_script(root, &p.layer.dir.join(script), &env, &step)
+                .with_context(|| format!("script {script}"))?;
+            step.done();
+        }
+        for (verb, units) in [
+            ("enable", &p.layer.recipe.enable),
+            ("mask", &p.layer.recipe.mask),
+        ] {
+            if units.is_empty() {
+                continue;
+            }
+            let step = self.progress.step(format!("{name}: systemctl {verb}"));
+            let mut c = env.command(root, &["systemctl", verb]);
+            c.args(units);
+            cmd::run_streaming(&mut c, &mut |l| step.line(l))
+                .with_context(|| format!("systemctl {verb}"))?;
+            step.done();
+        }
+        if let Some(s) = session {
+            s.close()?;
+        }
+        cleanup_tree(root)?;
+        mount::check_interrupted()?;
+
+        let step = self.progress.step(format!("{name}: archiving"));
+        let mounted = mount::mounts_under(root)?;
+        if !mounted.is_empty() {
+            bail!("not archiving: still mounted in the tree: {mounted:?}");
+        }
+        let tmp = TempFile(self.cache.temp_archive_path(&p.key));
+        archive::create(root, &tmp.0, self.sde, &step)?;
+        let meta = self.cache.store(&tmp.0, &p.inputs)?;
+        step.done_with(&format!(
+            "stored {} ({} MiB)",
+            &meta.key[..12],
+            meta.size >> 20
+        ));
+        Ok(())
+    }
+
+    fn mmdebstrap(&self, p: &Planned, root: &Path) -> anyhow::Result<()> {
+        require_tools(&["mmdebstrap"])?;
+        let b = &self.base;
+        let step = self.progress.step(format!(
+            "{}: mmdebstrap {} {} ({})",
+            p.layer.name, b.distro, b.suite, b.variant
+        ));
+        let mut c = cmd::command("mmdebstrap", ["--mode=root", "--format=directory"]);
+        c.arg(format!("--variant={}", b.variant))
+            .arg(format!("--components={}", b.components.join(",")))
+            .arg("--aptopt=Acquire::http::Timeout \"20\"")
+            .arg("--aptopt=Acquire::Retries \"2\"")
+            .arg("--skip=essential/unlink")
+            .arg(format!("--setup-hook={SYNC_IN}"))
+            .arg(format!("--customize-hook={SYNC_OUT}"))
+            .arg("--customize-hook=rm -f \"$1/etc/resolv.conf\"; echo localhost > \"$1/etc/hostname\"");
+        let packages = p.layer.packages_for(b.distro);
+        if !packages.is_empty() {
+            c.arg(format!("--include={}", packages.join(",")));
+        }
+        if let Some(k) = b.distro.keyring() {
+            if !Path::new(k).is_file() {
+                bail!("{k} is missing: install ubuntu-keyring (scripts/install-host-deps.sh) to build {}", b.distro);
+            }
+            c.arg(format!("--keyring={k}"));
+        }
+        c.arg(&b.suite).arg(root).arg(&b.mirror);
+        c.env("SOURCE_DATE_EPOCH", self.sde.to_string())
+            .env("IMGBUILD_APT_ARCHIVES", &self.apt_archives)
+            .env("LC_ALL", "C.UTF-8");
+        cmd::run_streaming(&mut c, &mut |l| step.line(l)).context("mmdebstrap")?;
+        step.done();
+        Ok(())
+    }
+}
+
+/// Hard-links (or copies) the shared .debs into the new tree's apt cache.
+const SYNC_IN: &str = r#"set -e; d="$1/var/cache/apt/archives"; mkdir -p "$d/partial"; { find "$IMGBUILD_APT_ARCHIVES" -maxdepth 1 -name '*.deb' -exec cp -l -t "$d" {} + ; } 2>/dev/null || find "$IMGBUILD_APT_ARCHIVES" -maxdepth 1 -name '*.deb' -exec cp -f -t "$d" {} +"#;
+/// Keeps what mmdebstrap downloaded in the shared apt cache.
+const SYNC_OUT: &str = r#"set -e; d="$1/var/cache/apt/archives"; { find "$d" -maxdepth 1 -name '*.deb' -exec cp -l -n -t "$IMGBUILD_APT_ARCHIVES" {} + ; } 2>/dev/null || find "$d" -maxdepth 1 -name '*.deb' -exec cp -n -t "$IMGBUILD_APT_ARCHIVES" {} +"#;
+
+/// Bounded network waits for apt inside the tree.
+const APT_NET_OPTS: &[&str] = &[
+    "-o",
+    "Acquire::http::Timeout=20",
+    "-o",
+    "Acquire::Retries=2",
+];
+
+const APT_HELPER: &str = "/usr/lib/apt/apt-helper";
+
+fn next_work_path(cache: &Cache, what: &str) -> PathBuf {
+    cache.work_path(&format!(
+        "{what}{}",
+        WORK_SEQ.fetch_add(1, Ordering::SeqCst)
+    ))
+}
+
+/// Removes a file when dropped (a temp archive of a failed layer).
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// Fails clearly unless running as root.
+pub fn require_root() -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "building the root tree needs root: mmdebstrap --mode=root, chroot into the tree, \
+             mounting /proc, /sys and /dev there, and restoring owners and device nodes from the \
+             cache all do. Run imgbuild as root (e.g. with sudo)"
+        );
+    }
+    Ok(())
+}
+
+/// Fails naming the first tool that is not installed.
+pub fn require_tools(tools: &[&str]) -> anyhow::Result<()> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for t in tools {
+        let found = if t.contains('/') {
+            Path::new(t).is_file()
+        } else {
+            std::env::split_paths(&path).any(|d| d.join(t).is_file())
+        };
+        if !found {
+            bail!("{t} is not installed: run scripts/install-host-deps.sh");
+        }
+    }
+    Ok(())
+}
+
+/// The archive's state: hash of its InRelease and its Date.
+#[derive(Debug)]
+struct ArchiveState {
+    hash: String,
+    date: Option<i64>,
+}
+
+/// Fetches `MIRROR/dists/SUITE/InRelease` with bounded timeouts.
+fn probe_archive(base: &BaseSettings, tmp: &Path) -> anyhow::Result<ArchiveState> {
+    let url = format!("{}/dists/{}/InRelease", base.mirror, base.suite);
+    let dest = tmp.join("InRelease");
+    let mut c = cmd::command(
+        APT_HELPER,
+        [
+            "-o",
+            "Acquire::http::Timeout=10",
+            "-o",
+            "Acquire::https::Timeout=10",
+            "-o",
+            "Acquire::Retries=0",
+            "-o",
+            "APT::Sandbox::User=root",
+            "download-file",
+        ],
+    );
+    c.arg(&url).arg(&dest);
+    if let Err(e) = cmd::run(&mut c) {
+        let text = e.to_string();
+        let hint = if text.contains("404") {
+            format!("is {} a suite of {}?", base.suite, base.mirror)
+        } else {
+            "is the mirror reachable from here (see --mirror)?".to_string()
+        };
+        bail!(
+            "the mirror {} does not answer for {url}: {hint}\n{text}",
+            base.mirror
+        );
+    }
+    let bytes = fs::read(&dest).with_context(|| format!("reading {}", dest.display()))?;
+    let text = String::from_utf8_lossy(&bytes);
+    let date = text
+        .lines()
+        .take_while(|l| !l.is_empty() || !text.starts_with("-----BEGIN"))
+        .find_map(|l| l.strip_prefix("Date: "))
+        .and_then(parse_rfc2822);
+    Ok(ArchiveState {
+        hash: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
+        date,
+    })
+}
+
+/// Parses `Sat, 10 May 2025 09:48:51 UTC` (the Release file's Date).
+fn parse_rfc2822(s: &str) -> Option<i64> {
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    let [_, day, mon, year, time, zone] = parts.as_slice() else {
+        return None;
+    };
+    if !matches!(*zone, "UTC" | "GMT" | "+0000") {
+        return None;
+    }
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let m = MONTHS.iter().position(|x| x == mon)? as i64 + 1;
+    let d: i64 = day.parse().ok()?;
+    let y: i64 = year.parse().ok()?;
+    let hms: Vec<i64> = time
+        .split(':')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    let [h, mi, se] = hms.as_slice() else {
+        return None;
+    };
+    // Days from civil (Howard Hinnant's algorithm).
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    Some(days * 86400 + h * 3600 + mi * 60 + se)
+}
+
+/// Where each `host_files` entry of `layer` comes from.
+fn resolve_host_files(layer: &Layer, opts: &TreeOptions) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for (i, hf) in layer.recipe.host_files.iter().enumerate() {
+        let path = match hf.from.strip_prefix('@') {
+            Some(name) => {
+                if let Some(p) = opts.host_bins.get(name) {
+                    p.clone()
+                } else if let Some(dir) = std::env::var_os("IMGBUILD_BIN_DIR") {
+                    PathBuf::from(dir).join(name)
+                } else {
+                    let exe = std::env::current_exe().context("finding the running imgbuild")?;
+                    exe.parent().unwrap_or(Path::new("/")).join(name)
+                }
+            }
+            None => layer.dir.join(&hf.from),
+        };
+        if !path.is_file() {
+            return Err(bad_input(format!(
+                "{}: host_files[{i}].from: {}: no file at {} (build it, e.g. `cargo build -p {}`, or pass --host-bin {}=PATH)",
+                layer.recipe_path().display(),
+                hf.from,
+                path.display(),
+                hf.from.trim_start_matches('@'),
+                hf.from.trim_start_matches('@'),
+            )));
+        }
+        out.push(path);
+    }
+    Ok(out)
+}
+
+/// The inputs (and so the key) of one layer.
+fn layer_inputs(
+    layer: &Layer,
+    distro: recipe::Distro,
+    parent: Option<ParentRef>,
+    base: Option<BaseInputs>,
+    host_sources: &[PathBuf],
+) -> anyhow::Result<Inputs> {
+    let r = &layer.recipe;
+    let sorted = |v: &Vec<String>| {
+        let mut v = v.clone();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let canonical = serde_json::json!({
+        "packages": layer.packages_for(distro),
+        "files": r.files,
+        "host_files": r.host_files,
+        "scripts": r.scripts,
+        "enable": sorted(&r.enable),
+        "mask": sorted(&r.mask),
+    });
+    let mut files = BTreeMap::new();
+    let overlay = layer.dir.join(recipe::FILES_DIR);
+    if overlay.is_dir() {
+        cache::describe_tree(&overlay, recipe::FILES_DIR, &mut files)?;
+    }
+    for s in &r.scripts {
+        files.insert(s.clone(), cache::describe_path(&layer.dir.join(s))?);
+    }
+    for (hf, src) in r.host_files.iter().zip(host_sources) {
+        files.insert(
+            format!("{} → {}", hf.from, hf.to),
+            format!("file {} {}", hf.mode, cache::hash_file(src)?),
+        );
+    }
+    Ok(Inputs {
+        format: cache::FORMAT,
+        layer: layer.name.clone(),
+        parent,
+        base,
+        recipe: canonical,
+        files,
+    })
+}
+
+/// The environment of every command run in the tree.
+struct ChrootEnv {
+    layer: String,
+    sde: i64,
+}
+
+impl ChrootEnv {
+    fn command(&self, root: &Path, argv: &[&str]) -> Command {
+        let mut c = Command::new("chroot");
+        c.arg(root).args(argv);
+        c.env_clear()
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
+            .env("HOME", "/root")
+            .env("LC_ALL", "C")
+            .env("LANG", "C")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .env("DEBCONF_NONINTERACTIVE_SEEN", "true")
+            .env("SOURCE_DATE_EPOCH", self.sde.to_string())
+            .env("IMGBUILD_LAYER", &self.layer);
+        c
+    }
+}
+
+/// What is set up in the tree while a layer's steps run inside it.
+struct Chroot {
+    mounts: MountStack,
+    policy_rc_d: Option<PathBuf>,
+    resolv: Option<Resolv>,
+}
+
+struct Resolv {
+    path: PathBuf,
+    saved: Option<PathBuf>,
+    ours: Vec<u8>,
+}
+
+impl Chroot {
+    fn open(root: &Path, apt_archives: &Path, apt_lists: &Path) -> anyhow::Result<Chroot> {
+        let mut s = Chroot {
+            mounts: MountStack::default(),
+            policy_rc_d: None,
+            resolv: None,
+        };
+        let dir = |rel: &str| -> anyhow::Result<PathBuf> {
+            let p = resolve_in_root(root, Path::new(rel))?;
+            fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
+            Ok(p)
+        };
+        let nosuid = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+        s.mounts
+            .push(Mount::filesystem("proc", &dir("proc")?, nosuid, "")?);
+        s.mounts.push(Mount::filesystem(
+            "sysfs",
+            &dir("sys")?,
+            nosuid | libc::MS_RDONLY,
+            "",
+        )?);
+        s.mounts.push(Mount::bind(Path::new("/dev"), &dir("dev")?)?);
+        s.mounts
+            .push(Mount::bind(Path::new("/dev/pts"), &dir("dev/pts")?)?);
+        fs::create_dir_all(apt_lists.join("partial"))?;
+        s.mounts
+            .push(Mount::bind(apt_archives, &dir("var/cache/apt/archives")?)?);
+        s.mounts
+            .push(Mount::bind(apt_lists, &dir("var/lib/apt/lists")?)?);
+
+        // Services must not start while packages install.
+        let policy = resolve_in_root(root, Path::new("usr/sbin/policy-rc.d"))?;
+        if policy.symlink_metadata().is_err() {
+            fs::create_dir_all(policy.parent().expect("has parent"))?;
+            fs::write(
+                &policy,
+                "#!/bin/sh\n# imgbuild: no services start while a layer is built\nexit 101\n",
+            )
+            .with_context(|| format!("writing {}", policy.display()))?;
+            fs::set_permissions(&policy, fs::Permissions::from_mode(0o755))?;
+            s.policy_rc_d = Some(policy);
+        }
+
+        // Name resolution for apt: the host's resolv.conf, for the layer only.
+        let ours = fs::read("/etc/resolv.conf").unwrap_or_default();
+        let path = resolve_in_root(root, Path::new("etc/resolv.conf"))?;
+        let saved = if path.symlink_metadata().is_ok() {
+            let saved = path.with_file_name(".resolv.conf.imgbuild-saved");
+            fs::rename(&path, &saved)
+                .with_context(|| format!("moving {} aside", path.display()))?;
+            Some(saved)
+        } else {
+            None
+        };
+        s.resolv = Some(Resolv {
+            path: path.clone(),
+            saved,
+            ours: ours.clone(),
+        });
+        fs::write(&path, &ours).with_context(|| format!("writing {}", path.display()))?;
+        Ok(s)
+    }
+
+    /// Undoes everything, reporting failures.
+    fn close(mut self) -> anyhow::Result<()> {
+        let mounts = std::mem::take(&mut self.mounts);
+        let unmounted = mounts.unmount_all();
+        let restored = self.restore();
+        unmounted.and(restored)
+    }
+
+    fn restore(&mut self) -> anyhow::Result<()> {
+        if let Some(p) = self.policy_rc_d.take() {
+            fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
+        }
+        if let Some(r) = self.resolv.take() {
+            let still_ours = fs::symlink_metadata(&r.path).is_ok_and(|m| m.is_file())
+                && fs::read(&r.path).is_ok_and(|b| b == r.ours);
+            if still_ours {
+                fs::remove_file(&r.path)?;
+                if let Some(saved) = &r.saved {
+                    fs::rename(saved, &r.path)?;
+                }
+            } else if let Some(saved) = &r.saved {
+                // A package replaced resolv.conf: keep its version.
+                fs::remove_file(saved)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Chroot {
+    fn drop(&mut self) {
+        // Unmount first (MountStack's drop), then restore the files.
+        drop(std::mem::take(&mut self.mounts));
+        if let Err(e) = self.restore() {
+            tracing::error!("restoring the tree after a layer: {e:#}");
+        }
+    }
+}
+
+/// Resolves `rel` inside `root` as the tree itself would see it: symlinks in
+/// the parent directories are followed (absolute ones relative to `root`,
+/// never out of it); the last component is not followed.
+pub fn resolve_in_root(root: &Path, rel: &Path) -> anyhow::Result<PathBuf> {
+    let mut pending: Vec<OsString> = Vec::new();
+    let Some(last) = rel.file_name() else {
+        return Ok(root.to_path_buf());
+    };
+    for c in rel.parent().unwrap_or(Path::new("")).components() {
+        match c {
+            Component::Normal(n) => pending.push(n.to_os_string()),
+            Component::ParentDir => pending.push("..".into()),
+            _ => {}
+        }
+    }
+    pending.reverse();
+    let mut cur: Vec<OsString> = Vec::new();
+    let mut hops = 0;
+    while let Some(c) = pending.pop() {
+        if c == ".." {
+            cur.pop();
+            continue;
+        }
+        let here: PathBuf = root
+            .iter()
+            .chain(cur.iter().map(|s| s.as_os_str()))
+            .collect::<PathBuf>()
+            .join(&c);
+        match fs::symlink_metadata(&here) {
+            Ok(m) if m.file_type().is_symlink() => {
+                hops += 1;
+                if hops > 40 {
+                    bail!(
+                        "too many symlinks resolving {} in {}",
+                        rel.display(),
+                        root.display()
+                    );
+                }
+                let target = fs::read_link(&here)?;
+                if target.is_absolute() {
+                    cur.clear();
+                }
+                let mut parts: Vec<OsString> = target
+                    .components()
+                    .filter_map(|c| match c {
+                        Component::Normal(n) => Some(n.to_os_string()),
+                        Component::ParentDir => Some("..".into()),
+                        _ => None,
+                    })
+                    .collect();
+                parts.reverse();
+                pending.extend(parts);
+            }
+            _ => cur.push(c),
+        }
+    }
+    let mut p = root.to_path_buf();
+    p.extend(cur);
+    Ok(p.join(last))
+}
+
+/// Copies the overlay `src` into the tree at `rel` (owner root, modes from
+/// the overlay; existing directories keep their own mode and owner).
+fn copy_overlay(src: &Path, root: &Path, rel: &Path) -> anyhow::Result<()> {
+    let mut entries: Vec<_> = fs::read_dir(src)
+        .with_context(|| format!("reading {}", src.display()))?
+        .collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let from = e.path();
+        let rel = rel.join(e.file_name());
+        let to = resolve_in_root(root, &rel)?;
+        let meta = fs::symlink_metadata(&from)?;
+        let mode = meta.permissions().mode() & 0o7777;
+        let existing = fs::symlink_metadata(&to).ok();
+        let ctx = || format!("copying {} to /{}", from.display(), rel.display());
+        if meta.is_dir() {
+            match existing {
+                Some(m) if m.is_dir() => {}
+                // A symlink to a directory (e.g. /bin → usr/bin): go through it.
+                Some(m) if m.file_type().is_symlink() && to.is_dir() => {}
+                Some(_) => bail!(
+                    "{}: a directory in the overlay, but not in the tree at /{}",
+                    from.display(),
+                    rel.display()
+                ),
+                None => {
+                    fs::create_dir(&to).with_context(ctx)?;
+                    std::os::unix::fs::lchown(&to, Some(0), Some(0)).with_context(ctx)?;
+                    fs::set_permissions(&to, fs::Permissions::from_mode(mode)).with_context(ctx)?;
+                }
+            }
+            copy_overlay(&from, root, &rel)?;
+            continue;
+        }
+        if let Some(m) = &existing {
+            if m.is_dir() {
+                bail!(
+                    "{}: a file in the overlay, but a directory in the tree at /{}",
+                    from.display(),
+                    rel.display()
+                );
+            }
+            fs::remove_file(&to).with_context(ctx)?;
+        }
+        if meta.file_type().is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(&from)?, &to).with_context(ctx)?;
+        } else if meta.is_file() {
+            fs::copy(&from, &to).with_context(ctx)?;
+            // chown before chmod: chown clears set-id bits.
+            std::os::unix::fs::lchown(&to, Some(0), Some(0)).with_context(ctx)?;
+            fs::set_permissions(&to, fs::Permissions::from_mode(mode)).with_context(ctx)?;
+            continue;
+        } else {
+            bail!(
+                "{}: only files, directories and symlinks may be in an overlay",
+                from.display()
+            );
+        }
+        std::os::unix::fs::lchown(&to, Some(0), Some(0)).with_context(ctx)?;
+    }
+    Ok(())
+}
+
+fn install_host_file(root: &Path, src: &Path, to: &str, mode: Mode) -> anyhow::Result<()> {
+    let rel = recipe::tree_path(to).map_err(anyhow::Error::msg)?;
+    let dest = resolve_in_root(root, &rel)?;
+    if let Some(parent) = dest.parent() {
+        fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    if fs::symlink_metadata(&dest).is_ok() {
+        fs::remove_file(&dest).with_context(|| format!("replacing {}", dest.display()))?;
+    }
+    fs::copy(src, &dest)
+        .with_context(|| format!("copying {} to {}", src.display(), dest.display()))?;
+    std::os::unix::fs::chown(&dest, Some(0), Some(0))?;
+    fs::set_permissions(&dest, fs::Permissions::from_mode(mode.0))?;
+    Ok(())
+}
+
+fn apply_attrs(root: &Path, fa: &recipe::FileAttrs) -> anyhow::Result<()> {
+    let rel = recipe::tree_path(&fa.path).map_err(anyhow::Error::msg)?;
+    let p = resolve_in_root(root, &rel)?;
+    let uid = fa
+        .owner
+        .as_deref()
+        .map(|o| lookup_id(root, "etc/passwd", o))
+        .transpose()?;
+    let gid = fa
+        .group
+        .as_deref()
+        .map(|g| lookup_id(root, "etc/group", g))
+        .transpose()?;
+    let before =
+        fs::symlink_metadata(&p).with_context(|| format!("{}: not in the tree", fa.path))?;
+    if uid.is_some() || gid.is_some() {
+        std::os::unix::fs::lchown(&p, uid, gid).with_context(|| format!("chown {}", fa.path))?;
+    }
+    // chown clears set-id bits: put the mode back (or set the new one).
+    let mode = fa
+        .mode
+        .map(|m| m.0)
+        .or((!before.file_type().is_symlink()).then(|| before.permissions().mode() & 0o7777));
+    if let Some(m) = mode.map(Mode) {
+        fs::set_permissions(&p, fs::Permissions::from_mode(m.0))
+            .with_context(|| format!("chmod {}", fa.path))?;
+    }
+    Ok(())
+}
+
+/// A user or group id from the tree's passwd/group file, or a number.
+fn lookup_id(root: &Path, db: &str, name: &str) -> anyhow::Result<u32> {
+    if let Ok(n) = name.parse() {
+        return Ok(n);
+    }
+    let text =
+        fs::read_to_string(root.join(db)).with_context(|| format!("reading /{db} in the tree"))?;
+    text.lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() > 2 && f[0] == name)
+        .and_then(|f| f[2].parse().ok())
+        .ok_or_else(|| {
+            bad_input(format!(
+                "{name}: not in the tree's /{db} (an earlier layer or this one must create it)"
+            ))
+        })
+}
+
+fn run_script(root: &Path, script: &Path, env: &ChrootEnv, step: &Step) -> anyhow::Result<()> {
+    let dir = resolve_in_root(root, Path::new("tmp/imgbuild-scripts"))?;
+    fs::create_dir_all(&dir)?;
+    struct Cleanup(PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(dir.clone());
+    let name = script.file_name().context("script has a name")?;
+    let inside = dir.join(name);
+    fs::copy(script, &inside)
+        .with_context(|| format!("copying {} into the tree", script.display()))?;
+    fs::set_permissions(&inside, fs::Permissions::from_mode(0o755))?;
+    let in_tree = format!("/tmp/imgbuild-scripts/{}", name.to_string_lossy());
+    let mut c = env.command(root, &[in_tree.as_str()]);
+    cmd::run_streaming(&mut c, &mut |l| step.line(l))?;
+    Ok(())
+}
+
+/// Removes what makes trees differ between builds or carry build-host state.
+fn cleanup_tree(root: &Path) -> anyhow::Result<()> {
+    const REMOVE: &[&str] = &[
+        "var/cache/apt/pkgcache.bin",
+        "var/cache/apt/srcpkgcache.bin",
+        "var/cache/ldconfig/aux-cache",
+        "var/log/dpkg.log",
+        "var/log/alternatives.log",
+        "var/log/apt/history.log",
+        "var/log/apt/term.log",
+        "var/log/apt/eipp.log.xz",
+        "var/lib/dbus/machine-id",
+        "var/lib/systemd/random-seed",
+        "var/cache/debconf/config.dat-old",
+        "var/cache/debconf/templates.dat-old",
+        "var/lib/dpkg/status-old",
+        "var/lib/dpkg/diversions-old",
+        "var/lib/dpkg/statoverride-old",
+        "etc/passwd-",
+        "etc/group-",
+        "etc/shadow-",
+        "etc/gshadow-",
+        "etc/subuid-",
+        "etc/subgid-",
+    ];
+    for rel in REMOVE {
+        let p = resolve_in_root(root, Path::new(rel))?;
+        if fs::symlink_metadata(&p).is_ok_and(|m| !m.is_dir()) {
+            fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
+        }
+    }
+    for rel in [
+        "tmp",
+        "var/tmp",
+        "var/lib/apt/lists",
+        "var/cache/apt/archives",
+    ] {
+        let dir = resolve_in_root(root, Path::new(rel))?;
+        let Ok(rd) = fs::read_dir(&dir) else { continue };
+        for e in rd.flatten() {
+            let keep = rel != "tmp"
+                && rel != "var/tmp"
+                && matches!(e.file_name().to_str(), Some("partial" | "lock"));
+            if keep {
+                continue;
+            }
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                mount::remove_unless_mounted(&p)?;
+            } else {
+                fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
+            }
+        }
+    }
+    // Every machine made from the image gets its own id on first boot.
+    let mid = resolve_in_root(root, Path::new("etc/machine-id"))?;
+    if fs::symlink_metadata(&mid).is_ok_and(|m| m.is_file() && m.len() > 0) {
+        fs::write(&mid, b"").with_context(|| format!("emptying {}", mid.display()))?;
+    }
+    Ok(())
+}
+
+/// The packages installed in the tree at `root`, sorted by name.
+pub fn installed_packages(root: &Path) -> anyhow::Result<Vec<Package>> {
+    let admindir = root.join("var/lib/dpkg");
+    let out = cmd::run(&mut cmd::command(
+        "dpkg-query",
+        [
+            format!("--admindir={}", admindir.display()),
+            "-W".into(),
+            "-f=${db:Status-Abbrev}\t${Package}\t${Version}\t${Architecture}\n".into(),
+        ],
+    ))
+    .context("listing the tree's packages")?;
+    let mut pkgs: Vec<Package> = out
+        .text()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f.len() == 4 && f[0].starts_with("ii")).then(|| Package {
+                name: f[1].to_string(),
+                version: f[2].to_string(),
+                arch: f[3].to_string(),
+            })
+        })
+        .collect();
+    pkgs.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(pkgs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_dates_parse() {
+        assert_eq!(
+            parse_rfc2822("Sat, 10 May 2025 09:48:51 UTC"),
+            Some(1746870531)
+        );
+        assert_eq!(parse_rfc2822("Thu, 01 Jan 1970 00:00:00 UTC"), Some(0));
+        assert_eq!(parse_rfc2822("garbage"), None);
+    }
+
+    #[test]
+    fn paths_resolve_inside_the_root() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        fs::create_dir_all(root.join("usr/bin")).unwrap();
+        std::os::unix::fs::symlink("usr/bin", root.join("bin")).unwrap();
+        std::os::unix::fs::symlink("/usr", root.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../../../../..", root.join("up")).unwrap();
+        assert_eq!(
+            resolve_in_root(root, Path::new("bin/ls")).unwrap(),
+            root.join("usr/bin/ls")
+        );
+        assert_eq!(
+            resolve_in_root(root, Path::new("abs/bin/ls")).unwrap(),
+            root.join("usr/bin/ls")
+        );
+        assert_eq!(
+            resolve_in_root(root, Path::new("up/etc/passwd")).unwrap(),
+            root.join("etc/passwd")
+        );
+        // The last component is not followed.
+        assert_eq!(
+            resolve_in_root(root, Path::new("bin")).unwrap(),
+            root.join("bin")
+        );
+    }
+
+    #[test]
+    fn overlay_keeps_modes_and_existing_dirs() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        let src = d.path().join("files");
+        fs::create_dir_all(root.join("usr/bin")).unwrap();
+        fs::create_dir_all(root.join("tmp")).unwrap();
+        fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+        std::os::unix::fs::symlink("usr/bin", root.join("bin")).unwrap();
+        fs::create_dir_all(src.join("bin")).unwrap();
+        fs::create_dir_all(src.join("tmp")).unwrap();
+        fs::create_dir_all(src.join("etc/new")).unwrap();
+        fs::write(src.join("bin/tool"), "#!/bin/sh\n").unwrap();
+        fs::set_permissions(src.join("bin/tool"), fs::Permissions::from_mode(0o750)).unwrap();
+        std::os::unix::fs::symlink("tool", src.join("bin/alias")).unwrap();
+        copy_overlay(&src, &root, Path::new("")).unwrap();
+        let m = fs::metadata(root.join("usr/bin/tool")).unwrap();
+        assert_eq!(m.permissions().mode() & 0o7777, 0o750);
+        assert_eq!(
+            fs::read_link(root.join("usr/bin/alias")).unwrap(),
+            Path::new("tool")
+        );
+        assert_eq!(
+            fs::metadata(root.join("tmp")).unwrap().permissions().mode() & 0o7777,
+            0o1777
+        );
+        assert!(root.join("etc/new").is_dir());
+        assert!(fs::symlink_metadata(root.join("bin"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+    }
+
+    #[test]
+    fn keys_follow_inputs_not_noise() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("10-x");
+        fs::create_dir_all(dir.join("files/etc")).unwrap();
+        fs::write(dir.join("files/etc/motd"), "hello\n").unwrap();
+        fs::set_permissions(
+            dir.join("files/etc/motd"),
+            fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        fs::write(dir.join("README.md"), "notes").unwrap();
+        let key = |text: &str| {
+            fs::write(dir.join("layer.yml"), text).unwrap();
+            let layer = recipe::load_layer(&dir).unwrap();
+            layer_inputs(&layer, recipe::Distro::Debian, None, None, &[])
+                .unwrap()
+                .key()
+        };
+        let k0 = key("packages: [aa, bb]\n");
+        // Comments, order of packages, description: same key.
+        assert_eq!(
+            k0,
+            key("# comment\ndescription: words\npackages: [bb, aa, aa]\n")
+        );
+        // Unrelated file in the layer dir: same key.
+        fs::write(dir.join("README.md"), "other notes").unwrap();
+        assert_eq!(k0, key("packages: [aa, bb]\n"));
+        // Another package: new key.
+        assert_ne!(k0, key("packages: [aa, bb, cc]\n"));
+        // A package for another distro only: same key.
+        assert_eq!(
+            k0,
+            key("packages: [aa, bb]\ndistro_packages: {ubuntu: [uu]}\n")
+        );
+        // A changed byte: new key.
+        fs::write(dir.join("files/etc/motd"), "hellO\n").unwrap();
+        let k1 = key("packages: [aa, bb]\n");
+        assert_ne!(k0, k1);
+        // A changed mode: new key.
+        fs::set_permissions(
+            dir.join("files/etc/motd"),
+            fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        assert_ne!(k1, key("packages: [aa, bb]\n"));
+        // A different parent: new key.
+        let layer = recipe::load_layer(&dir).unwrap();
+        let with_parent = |k: &str| {
+            let p = Some(ParentRef {
+                layer: "00-base".into(),
+                key: k.into(),
+            });
+            layer_inputs(&layer, recipe::Distro::Debian, p, None, &[])
+                .unwrap()
+                .key()
+        };
+        assert_ne!(with_parent("a"), with_parent("b"));
+    }
+
+    /// Needs root (mounts); the tree is a skeleton in a tempdir.
+    #[test]
+    fn chroot_setup_is_undone() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        fs::create_dir_all(root.join("etc")).unwrap();
+        fs::create_dir_all(root.join("usr/sbin")).unwrap();
+        std::os::unix::fs::symlink(
+            "../run/systemd/resolve/stub-resolv.conf",
+            root.join("etc/resolv.conf"),
+        )
+        .unwrap();
+        let (archives, lists) = (d.path().join("archives"), d.path().join("lists"));
+        fs::create_dir_all(&archives).unwrap();
+        let s = Chroot::open(&root, &archives, &lists).expect("setting up the tree (are we root?)");
+        assert!(root.join("proc/self").exists(), "/proc mounted");
+        assert!(root.join("dev/null").exists(), "/dev mounted");
+        assert_eq!(mount::mounts_under(&root).unwrap().len(), 6);
+        let policy = fs::read_to_string(root.join("usr/sbin/policy-rc.d")).unwrap();
+        assert!(policy.contains("exit 101"));
+        assert!(fs::symlink_metadata(root.join("etc/resolv.conf"))
+            .unwrap()
+            .is_file());
+        s.close().unwrap();
+        assert!(mount::mounts_under(&root).unwrap().is_empty());
+        assert!(!root.join("usr/sbin/policy-rc.d").exists());
+        assert_eq!(
+            fs::read_link(root.join("etc/resolv.conf")).unwrap(),
+            Path::new("../run/systemd/resolve/stub-resolv.conf"),
+            "the tree's own resolv.conf is back"
+        );
+
+        // Dropped without close (an error): still undone. A resolv.conf a
+        // package put there in the meantime stays.
+        let s = Chroot::open(&root, &archives, &lists).unwrap();
+        fs::remove_file(root.join("etc/resolv.conf")).unwrap();
+        fs::write(root.join("etc/resolv.conf"), "nameserver 127.0.0.53\n").unwrap();
+        drop(s);
+        assert!(mount::mounts_under(&root).unwrap().is_empty());
+        assert!(!root.join("usr/sbin/policy-rc.d").exists());
+        assert_eq!(
+            fs::read_to_string(root.join("etc/resolv.conf")).unwrap(),
+            "nameserver 127.0.0.53\n"
+        );
+        assert!(!root.join("etc/.resolv.conf.imgbuild-saved").exists());
+    }
+
+    #[test]
+    fn host_file_bytes_enter_the_key() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("20-agent");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(
+            dir.join("layer.yml"),
+            "host_files: [{from: '@agent', to: /usr/sbin/agent, mode: 0755}]\n",
+        )
+        .unwrap();
+        let bin = d.path().join("agent");
+        fs::write(&bin, "v1").unwrap();
+        let layer = recipe::load_layer(&dir).unwrap();
+        let mut opts = TreeOptions::new(d.path(), d.path().join("cache"));
+        opts.host_bins.insert("agent".into(), bin.clone());
+        let srcs = resolve_host_files(&layer, &opts).unwrap();
+        assert_eq!(srcs, vec![bin.clone()]);
+        let a = layer_inputs(&layer, recipe::Distro::Debian, None, None, &srcs).unwrap();
+        fs::write(&bin, "v2").unwrap();
+        let b = layer_inputs(&layer, recipe::Distro::Debian, None, None, &srcs).unwrap();
+        assert_ne!(a.key(), b.key());
+        assert_eq!(
+            cache::diff(&a, &b),
+            vec!["@agent → /usr/sbin/agent changed"]
+        );
+        opts.host_bins
+            .insert("agent".into(), d.path().join("missing"));
+        let e = format!("{:#}", resolve_host_files(&layer, &opts).unwrap_err());
+        assert!(
+            e.contains("host_files[0].from") && e.contains("--host-bin agent=PATH"),
+            "{e}"
+        );
+    }
+}

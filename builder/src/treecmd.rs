@@ -1,0 +1,177 @@
+//! `imgbuild tree` and `imgbuild cache ls|gc|rm`.
+
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::cache::{self, Cache};
+use crate::cli::{CacheArgs, CacheCommand, LayerArgs, TreeArgs};
+use crate::exit::bad_input;
+use crate::progress::Progress;
+use crate::recipe::BaseOverrides;
+use crate::rootfs::{self, BuiltLayer, TreeOptions};
+
+impl LayerArgs {
+    /// The tree stage's options from the command line.
+    pub fn tree_options(&self) -> anyhow::Result<TreeOptions> {
+        let mut opts = TreeOptions::new(
+            &self.layers_dir,
+            self.cache_dir.clone().unwrap_or_else(cache::default_dir),
+        );
+        opts.extra_layers = self.extra_layers.clone();
+        opts.apt_archives = self.apt_cache.clone();
+        opts.base = BaseOverrides {
+            distro: self.distro,
+            suite: self.suite.clone(),
+            mirror: self.mirror.clone(),
+        };
+        for hb in &self.host_bin {
+            let (name, path) = hb
+                .split_once('=')
+                .filter(|(n, p)| !n.is_empty() && !p.is_empty())
+                .ok_or_else(|| bad_input(format!("--host-bin {hb:?}: expected NAME=PATH")))?;
+            opts.host_bins.insert(name.to_string(), PathBuf::from(path));
+        }
+        Ok(opts)
+    }
+}
+
+/// `imgbuild tree`: builds or checks the layers, prints their keys.
+pub fn tree(args: &TreeArgs, verbosity: i8) -> anyhow::Result<()> {
+    let opts = args.layers.tree_options()?;
+    let progress = Progress::new(verbosity);
+    let layers = match &args.output {
+        Some(dest) => {
+            if dest.exists()
+                && std::fs::read_dir(dest)
+                    .map(|mut d| d.next().is_some())
+                    .unwrap_or(true)
+            {
+                return Err(bad_input(format!(
+                    "-o {}: exists and is not an empty directory",
+                    dest.display()
+                )));
+            }
+            // On disk, so the finished tree can be renamed into place.
+            let opts = TreeOptions {
+                in_memory: false,
+                ..opts
+            };
+            let built = rootfs::build_tree(&opts, &progress)?;
+            let layers = built.layers.clone();
+            built.move_to(dest)?;
+            layers
+        }
+        None => rootfs::cache_layers(&opts, &progress)?,
+    };
+    print_layers(&layers, args.json)
+}
+
+fn print_layers(layers: &[BuiltLayer], json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(layers)?);
+    } else {
+        for l in layers {
+            let outcome = match l.outcome {
+                rootfs::Outcome::Hit => "hit",
+                rootfs::Outcome::Covered => "covered",
+                rootfs::Outcome::Built => "built",
+            };
+            println!("{}\t{}\t{outcome}", l.name, l.key);
+        }
+    }
+    Ok(())
+}
+
+/// `imgbuild cache ...`.
+pub fn cache(args: &CacheArgs) -> anyhow::Result<()> {
+    let dir = args.cache_dir.clone().unwrap_or_else(cache::default_dir);
+    if !dir.is_dir() {
+        return Err(bad_input(format!("no layer cache at {}", dir.display())));
+    }
+    let cache = Cache::open(&dir)?;
+    match &args.command {
+        CacheCommand::Ls => {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let entries = cache.list()?;
+            println!(
+                "{:<16}  {:<16}  {:>9}  {:>9}  {:>9}  PARENT",
+                "KEY", "LAYER", "SIZE", "BUILT", "USED"
+            );
+            for e in &entries {
+                let parent = e
+                    .inputs
+                    .parent
+                    .as_ref()
+                    .map_or("-".to_string(), |p| p.key[..16].to_string());
+                println!(
+                    "{:<16}  {:<16}  {:>9}  {:>9}  {:>9}  {parent}",
+                    &e.key[..16],
+                    e.layer,
+                    human_size(e.size),
+                    ago(now, e.created),
+                    ago(now, cache.last_used(&e.key)),
+                );
+            }
+            let total: u64 = entries.iter().map(|e| e.size).sum();
+            eprintln!(
+                "{} entries, {} in {}",
+                entries.len(),
+                human_size(total),
+                dir.display()
+            );
+        }
+        CacheCommand::Gc { keep } => {
+            let _lock = cache.lock()?;
+            let removed = cache.gc(*keep)?;
+            let freed: u64 = removed.iter().map(|e| e.size).sum();
+            for e in &removed {
+                println!("removed {} {}", &e.key[..16], e.layer);
+            }
+            eprintln!(
+                "removed {} entries, freed {}",
+                removed.len(),
+                human_size(freed)
+            );
+        }
+        CacheCommand::Rm { key } => {
+            let _lock = cache.lock()?;
+            let e = cache.remove(key)?;
+            println!("removed {} {}", e.key, e.layer);
+        }
+    }
+    Ok(())
+}
+
+fn human_size(b: u64) -> String {
+    match b {
+        0..1024 => format!("{b} B"),
+        1024..1_048_576 => format!("{:.1} KiB", b as f64 / 1024.0),
+        1_048_576..1_073_741_824 => format!("{:.1} MiB", b as f64 / 1_048_576.0),
+        _ => format!("{:.2} GiB", b as f64 / 1_073_741_824.0),
+    }
+}
+
+fn ago(now: u64, then: u64) -> String {
+    let s = now.saturating_sub(then);
+    match s {
+        0..120 => format!("{s}s ago"),
+        120..7200 => format!("{}m ago", s / 60),
+        7200..172_800 => format!("{}h ago", s / 3600),
+        _ => format!("{}d ago", s / 86400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_ages() {
+        assert_eq!(human_size(5), "5 B");
+        assert_eq!(human_size(3 << 20), "3.0 MiB");
+        assert_eq!(ago(1000, 990), "10s ago");
+        assert_eq!(ago(100_000, 0), "27h ago");
+    }
+}

@@ -1,0 +1,699 @@
+//! The boot-test harness: builds the test image once per test run, makes
+//! seeds and disks, boots one VM at a time and hands back what the guest
+//! reported (see [`crate::report`]).
+//!
+//! - Programs: `imgbuild` and `ecs-firstboot` are built (or found up to date)
+//!   with `cargo build -p imgbuild -p ecs-firstboot` in the same profile as
+//!   the test, once per run; they land in `target/<profile>/`, found from the
+//!   test executable's path (`target/<profile>/deps/...`). The reporter is
+//!   this package's binary `ecs-test-report`, passed as
+//!   `--host-bin ecs-test-report=PATH`.
+//! - The image: the default layers plus the test layer
+//!   `qemu-tests/layers/90-test-report`, Debian bookworm, the layer cache in
+//!   `$IMGBUILD_CACHE_DIR` (imgbuild's default when unset), kernel command
+//!   line with [`crate::TCG_SAFE_CMDLINE`].
+//! - Artifacts: `target/qemu-artifacts/` (images, seeds, every boot's
+//!   console log, build logs). Each boot's disks are qcow2 overlays over the
+//!   built image, so the image itself is never written.
+//! - One boot at a time: every test holds [`serial`] for its whole run.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::report::{self, Report};
+use crate::{require_tool, tail, Firmware, Vm, TAIL_LINES, TCG_SAFE_CMDLINE};
+
+/// The kernel's time-out for a whole boot to its report (TCG is slow;
+/// `QEMU_BOOT_TIMEOUT` in seconds overrides it).
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The workspace's root (`qemu-tests/..`).
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("qemu-tests is in the workspace")
+        .to_path_buf()
+}
+
+/// `target/<profile>` of the running test executable.
+pub fn profile_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("finding the test executable")?;
+    exe.ancestors()
+        .find(|p| p.file_name().is_some_and(|n| n == "deps"))
+        .and_then(|deps| deps.parent())
+        .map(Path::to_path_buf)
+        .ok_or_else(|| anyhow!("{} is not under target/<profile>/deps", exe.display()))
+}
+
+/// `target/qemu-artifacts`, created on first use.
+pub fn artifacts() -> Result<PathBuf> {
+    let p = profile_dir()?
+        .parent()
+        .ok_or_else(|| anyhow!("target/<profile> has no parent"))?
+        .join("qemu-artifacts");
+    fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
+    Ok(p)
+}
+
+/// Serializes the boot tests: the machine has two cores.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static BOOTS: Mutex<()> = Mutex::new(());
+    BOOTS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A memoized fallible fixture: the first call's error is every call's error.
+fn once<T>(
+    cell: &'static OnceLock<Result<T, String>>,
+    f: impl FnOnce() -> Result<T>,
+) -> Result<&'static T> {
+    cell.get_or_init(|| f().map_err(|e| format!("{e:#}")))
+        .as_ref()
+        .map_err(|e| anyhow!("{e}"))
+}
+
+/// Runs `cmd`, failing with its output when it fails; returns stdout.
+pub fn run(cmd: &mut Command, what: &str) -> Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("{what}: starting {:?}", cmd.get_program()))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}): {cmd:?}\n{}\n{}",
+            out.status,
+            tail(&String::from_utf8_lossy(&out.stdout), TAIL_LINES),
+            tail(&String::from_utf8_lossy(&out.stderr), TAIL_LINES)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The programs the image is built with.
+#[derive(Debug)]
+pub struct Programs {
+    pub imgbuild: PathBuf,
+    pub firstboot: PathBuf,
+    pub reporter: PathBuf,
+}
+
+/// Builds `imgbuild` and `ecs-firstboot` in the test's profile (a no-op when
+/// up to date) and finds them. `reporter` is `CARGO_BIN_EXE_ecs-test-report`
+/// of the calling integration test.
+pub fn programs(reporter: &Path) -> Result<&'static Programs> {
+    static P: OnceLock<Result<Programs, String>> = OnceLock::new();
+    once(&P, || {
+        let dir = profile_dir()?;
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut c = Command::new(&cargo);
+        c.current_dir(workspace()).args([
+            "build",
+            "--locked",
+            "-p",
+            "imgbuild",
+            "-p",
+            "ecs-firstboot",
+        ]);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            c.arg("--release");
+        }
+        run(
+            &mut c,
+            "building imgbuild and ecs-firstboot for the boot tests",
+        )?;
+        let p = Programs {
+            imgbuild: dir.join("imgbuild"),
+            firstboot: dir.join("ecs-firstboot"),
+            reporter: reporter.to_path_buf(),
+        };
+        for f in [&p.imgbuild, &p.firstboot, &p.reporter] {
+            if !f.is_file() {
+                bail!("{} is missing after the build", f.display());
+            }
+        }
+        Ok(p)
+    })
+}
+
+/// Host tools every boot test needs.
+pub fn require_tools() -> Result<()> {
+    for t in [crate::QEMU, "qemu-img", "mmdebstrap"] {
+        require_tool(t)?;
+    }
+    Ok(())
+}
+
+/// How an image is built.
+#[derive(Clone, Debug, Default)]
+pub struct ImageSpec {
+    /// Name of the output directory under the artifacts (and of the logs).
+    pub name: String,
+    /// The env given to `imgbuild --env`.
+    pub env: String,
+    /// `--bake-env`: the env goes into the image, no seed.
+    pub bake_env: bool,
+    /// A layers directory other than the workspace's `layers/`.
+    pub layers_dir: Option<PathBuf>,
+    /// Layers added with `--layer` (before the test reporter's).
+    pub extra_layers: Vec<PathBuf>,
+}
+
+/// A built image.
+#[derive(Clone, Debug)]
+pub struct Image {
+    pub qcow2: PathBuf,
+    pub dir: PathBuf,
+    pub build_time: Duration,
+}
+
+/// Builds an image with `imgbuild` (layers from the cache).
+pub fn build_image(progs: &Programs, spec: &ImageSpec) -> Result<Image> {
+    require_tools()?;
+    let dir = artifacts()?.join(&spec.name);
+    fs::create_dir_all(&dir)?;
+    let env = dir.join("build-env.yml");
+    fs::write(&env, &spec.env)?;
+    let qcow2 = dir.join("ecs.qcow2");
+    let mut c = Command::new(&progs.imgbuild);
+    c.arg("--env")
+        .arg(&env)
+        .arg("-o")
+        .arg(&qcow2)
+        .args([
+            "--force",
+            "--distro",
+            "debian",
+            "--cmdline",
+            TCG_SAFE_CMDLINE,
+        ])
+        .arg("--layers-dir")
+        .arg(
+            spec.layers_dir
+                .clone()
+                .unwrap_or_else(|| workspace().join("layers")),
+        )
+        .arg("--host-bin")
+        .arg(format!("ecs-firstboot={}", progs.firstboot.display()))
+        .arg("--host-bin")
+        .arg(format!("ecs-test-report={}", progs.reporter.display()));
+    for l in &spec.extra_layers {
+        c.arg("--layer").arg(l);
+    }
+    // The reporter last: rebuilding it rebuilds only its own layer.
+    c.arg("--layer")
+        .arg(workspace().join("qemu-tests/layers/90-test-report"));
+    if spec.bake_env {
+        c.arg("--bake-env");
+    }
+    if let Some(cache) = std::env::var_os("IMGBUILD_CACHE_DIR") {
+        c.arg("--cache-dir").arg(cache);
+    }
+    let log = dir.join("build.log");
+    let start = Instant::now();
+    let out = c
+        .output()
+        .with_context(|| format!("starting {}", progs.imgbuild.display()))?;
+    let mut text = out.stdout.clone();
+    text.extend_from_slice(&out.stderr);
+    fs::write(&log, &text)?;
+    if !out.status.success() {
+        bail!(
+            "the test image {} could not be built ({}); {} ends with:\n{}",
+            spec.name,
+            out.status,
+            log.display(),
+            tail(&String::from_utf8_lossy(&text), TAIL_LINES)
+        );
+    }
+    Ok(Image {
+        qcow2,
+        dir,
+        build_time: start.elapsed(),
+    })
+}
+
+/// The default image plus the test reporter, built once per test run.
+pub fn default_image(progs: &Programs) -> Result<&'static Image> {
+    static I: OnceLock<Result<Image, String>> = OnceLock::new();
+    once(&I, || {
+        build_image(
+            progs,
+            &ImageSpec {
+                name: "default".into(),
+                env: env_ignore_storage(),
+                ..ImageSpec::default()
+            },
+        )
+    })
+}
+
+/// A test ssh key (the public half of a throw-away key; nothing can log in).
+pub const TEST_SSH_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGZ2b3RjZXN0a2V5Zm9yYm9vdHRlc3RzMDEyMzQ1Njc4 boot-test@qemu-tests";
+/// The test envs' domain (and so the guest's host name).
+pub const TEST_DOMAIN: &str = "ecs-boot-test.example.org";
+/// The test envs' database name (`ecs.database`).
+pub const TEST_DATABASE: &str = "ecsboottest";
+
+/// A test env: storage as given (YAML flow map), placeholder secrets.
+pub fn test_env(storage: &str) -> String {
+    format!(
+        "#cloud-config\n\
+         # Boot-test env: every secret is a placeholder.\n\
+         ssh_authorized_keys:\n  - {TEST_SSH_KEY}\n\
+         disable_root: false\n\
+         appliance:\n  domain: {TEST_DOMAIN}\n  ssl:\n    letsencrypt: {{enabled: false}}\n  \
+         storage: {storage}\n\
+         ecs:\n  database: {TEST_DATABASE}\n  settings: |\n    DOMAIN = '{TEST_DOMAIN}'\n  \
+         vault_encrypt: placeholder-vault-encrypt\n  vault_sign: placeholder-vault-sign\n"
+    )
+}
+
+/// Scenario 1's env: no separate volumes.
+pub fn env_ignore_storage() -> String {
+    test_env("{ignore: {data: true, volatile: true}}")
+}
+
+/// Scenario 3's env: volatile in the boot disk's free space, data on vdb.
+pub fn env_volumes() -> String {
+    test_env("{volatile: {size: 2G}, data: {device: /dev/vdb}}")
+}
+
+/// Writes `env` to the artifacts and makes its seed with `imgbuild seed`.
+pub fn seed(progs: &Programs, name: &str, env: &str) -> Result<(PathBuf, PathBuf)> {
+    let dir = artifacts()?.join("seeds");
+    fs::create_dir_all(&dir)?;
+    let env_path = dir.join(format!("{name}.env.yml"));
+    fs::write(&env_path, env)?;
+    let iso = dir.join(format!("{name}.seed.iso"));
+    run(
+        Command::new(&progs.imgbuild)
+            .arg("seed")
+            .arg("--env")
+            .arg(&env_path)
+            .arg("-o")
+            .arg(&iso)
+            .arg("--force"),
+        "imgbuild seed",
+    )?;
+    Ok((env_path, iso))
+}
+
+/// A seed that `imgbuild seed` would refuse (an invalid env), written with
+/// the seeds library directly.
+pub fn raw_seed(name: &str, user_data: &[u8]) -> Result<PathBuf> {
+    let dir = artifacts()?.join("seeds");
+    fs::create_dir_all(&dir)?;
+    let meta = seeds::nocloud::meta_data("iid-boot-test-invalid", "invalid-env");
+    let files: Vec<(&str, &[u8])> = vec![("meta-data", meta.as_bytes()), ("user-data", user_data)];
+    let iso = seeds::iso::write_iso("cidata", &files, 1_700_000_000)
+        .map_err(|e| anyhow!("writing the seed ISO: {e}"))?;
+    let path = dir.join(format!("{name}.seed.iso"));
+    fs::write(&path, iso)?;
+    Ok(path)
+}
+
+/// `imgbuild env check --flatten ENV`.
+pub fn flatten(progs: &Programs, env: &Path) -> Result<String> {
+    run(
+        Command::new(&progs.imgbuild)
+            .args(["env", "check", "--flatten"])
+            .arg(env),
+        "imgbuild env check --flatten",
+    )
+}
+
+/// A fresh qcow2 overlay over `base`, enlarged to `size` with `qemu-img resize`.
+pub fn overlay(base: &Path, dir: &Path, name: &str, size: &str) -> Result<PathBuf> {
+    fs::create_dir_all(dir)?;
+    let p = dir.join(name);
+    let _ = fs::remove_file(&p);
+    run(
+        Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+            .arg(base)
+            .arg(&p),
+        "qemu-img create (overlay)",
+    )?;
+    run(
+        Command::new("qemu-img")
+            .args(["resize", "-q"])
+            .arg(&p)
+            .arg(size),
+        "qemu-img resize",
+    )?;
+    Ok(p)
+}
+
+/// A blank (all zero) qcow2 disk.
+pub fn blank_disk(dir: &Path, name: &str, size: &str) -> Result<PathBuf> {
+    fs::create_dir_all(dir)?;
+    let p = dir.join(name);
+    let _ = fs::remove_file(&p);
+    run(
+        Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&p)
+            .arg(size),
+        "qemu-img create (blank disk)",
+    )?;
+    Ok(p)
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// One HTTP/1.0 GET of `/` on 127.0.0.1:`port`: (status, body).
+pub fn http_get(port: u16) -> Result<(u16, String)> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut s = loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => break s,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => return Err(e).context(format!("connecting to 127.0.0.1:{port}")),
+        }
+    };
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)
+        .with_context(|| format!("reading the answer of 127.0.0.1:{port}"))?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| {
+            anyhow!(
+                "not an HTTP answer from 127.0.0.1:{port}: {:?}",
+                tail(&text, 5)
+            )
+        })?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// One boot of a test.
+#[derive(Clone, Debug)]
+pub struct BootSpec {
+    /// Names the console log: `target/qemu-artifacts/consoles/NAME.log`.
+    pub name: String,
+    pub firmware: Firmware,
+    /// Virtio disks, in order (vda, vdb, ...), qcow2.
+    pub disks: Vec<PathBuf>,
+    pub seed: Option<PathBuf>,
+    /// Direct kernel boot: (vmlinuz, initrd, command line).
+    pub kernel: Option<(PathBuf, PathBuf, String)>,
+    /// What to wait for instead of the report (then QEMU is killed: a power cut).
+    pub cut_at: Option<String>,
+}
+
+impl BootSpec {
+    pub fn new(name: &str, firmware: Firmware, disks: Vec<PathBuf>, seed: Option<PathBuf>) -> Self {
+        BootSpec {
+            name: name.into(),
+            firmware,
+            disks,
+            seed,
+            kernel: None,
+            cut_at: None,
+        }
+    }
+}
+
+/// What one boot gave.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub name: String,
+    pub report: Option<Report>,
+    /// The status page's answer through the port forward (after the report).
+    pub http: Option<(u16, String)>,
+    pub console: String,
+    pub console_log: PathBuf,
+    /// From QEMU's start to the report (or to `cut_at`).
+    pub wall: Duration,
+}
+
+impl Outcome {
+    pub fn report(&self) -> &Report {
+        self.report.as_ref().expect("a boot with a report")
+    }
+
+    /// The console's last lines, for failure messages.
+    pub fn tail(&self) -> String {
+        format!(
+            "console {} (last {TAIL_LINES} lines):\n{}",
+            self.console_log.display(),
+            tail(&self.console, TAIL_LINES)
+        )
+    }
+
+    /// Seconds from kernel start until `unit` became active.
+    pub fn active_after_s(&self, unit: &str) -> Option<f64> {
+        let u = self.report.as_ref()?.units.get(unit)?;
+        (u.active_enter_us > 0).then(|| u.active_enter_us as f64 / 1e6)
+    }
+}
+
+fn boot_timeout() -> Duration {
+    std::env::var("QEMU_BOOT_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(BOOT_TIMEOUT)
+}
+
+/// Boots `spec` and returns the guest's report (or, with `cut_at`, kills
+/// the VM when that text appears). The caller holds [`serial`].
+pub fn boot(spec: &BootSpec) -> Result<Outcome> {
+    let dir = artifacts()?.join("consoles");
+    fs::create_dir_all(&dir)?;
+    let console_log = dir.join(format!("{}.log", spec.name));
+    let port = free_port()?;
+    let mut vm = Vm::new(&console_log)
+        .firmware(spec.firmware)
+        .timeout(boot_timeout())
+        .arg("-netdev")
+        .arg(format!(
+            "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:80"
+        ))
+        .arg("-device")
+        .arg("virtio-net-pci,netdev=net0");
+    for d in &spec.disks {
+        vm = vm.disk(d, "qcow2");
+    }
+    if let Some(s) = &spec.seed {
+        vm = vm.cdrom(s);
+    }
+    if let Some((k, i, cmdline)) = &spec.kernel {
+        vm = vm
+            .arg("-kernel")
+            .arg(k.display().to_string())
+            .arg("-initrd")
+            .arg(i.display().to_string())
+            .arg("-append")
+            .arg(cmdline.clone());
+    }
+    let read_console =
+        || String::from_utf8_lossy(&fs::read(&console_log).unwrap_or_default()).into_owned();
+    if let Some(cut) = &spec.cut_at {
+        let b = vm.run_until(cut)?;
+        return Ok(Outcome {
+            name: spec.name.clone(),
+            report: None,
+            http: None,
+            console: read_console(),
+            console_log,
+            wall: b.marker_after,
+        });
+    }
+    let (b, (report, http)) = vm.run_until_then(report::MARKER, |console| {
+        // The marker is seen as soon as it is written; the line may still
+        // be arriving.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let report = loop {
+            let now = read_console();
+            match report::parse(&now) {
+                Ok(r) => break r,
+                Err(e) if Instant::now() > deadline => {
+                    return Err(e.context(format!("console tail:\n{}", tail(console, TAIL_LINES))))
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        };
+        let http = http_get(port)?;
+        Ok((report, http))
+    })?;
+    Ok(Outcome {
+        name: spec.name.clone(),
+        report: Some(report),
+        http: Some(http),
+        console: read_console(),
+        console_log,
+        wall: b.marker_after,
+    })
+}
+
+/// Collects failed checks of one boot and fails once, with all of them and
+/// the console's tail.
+pub struct Checks<'a> {
+    outcome: &'a Outcome,
+    failed: Vec<String>,
+}
+
+impl<'a> Checks<'a> {
+    pub fn new(outcome: &'a Outcome) -> Self {
+        Checks {
+            outcome,
+            failed: Vec::new(),
+        }
+    }
+
+    pub fn check(&mut self, ok: bool, what: impl FnOnce() -> String) {
+        if !ok {
+            self.failed.push(what());
+        }
+    }
+
+    pub fn eq<T: PartialEq + std::fmt::Debug>(&mut self, got: T, want: T, what: &str) {
+        if got != want {
+            self.failed
+                .push(format!("{what}: got {got:?}, want {want:?}"));
+        }
+    }
+
+    /// Panics with every failed check and the console's tail.
+    pub fn finish(self) {
+        if !self.failed.is_empty() {
+            panic!(
+                "boot {} failed {} check(s):\n  - {}\n{}",
+                self.outcome.name,
+                self.failed.len(),
+                self.failed.join("\n  - "),
+                self.outcome.tail()
+            );
+        }
+    }
+}
+
+/// Appends a line to `target/qemu-artifacts/timings.tsv` (boot, seconds
+/// wall to report, seconds kernel → ecs-appliance.target, kernel →
+/// appliance.service) for BENCHMARKS.md.
+pub fn record_timing(o: &Outcome) {
+    let Ok(dir) = artifacts() else { return };
+    let f = |x: Option<f64>| x.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
+    let line = format!(
+        "{}\t{:.1}\t{}\t{}\n",
+        o.name,
+        o.wall.as_secs_f64(),
+        f(o.active_after_s("ecs-appliance.target")),
+        f(o.active_after_s("appliance.service")),
+    );
+    if let Ok(mut file) = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("timings.tsv"))
+    {
+        let _ = file.write_all(line.as_bytes());
+    }
+    eprint!("timing: {line}");
+}
+
+/// The kernel, initrd and GRUB's kernel command line of an image, for a
+/// direct kernel boot with extra arguments (the power-cut test's
+/// `ecs.firstboot.pause=`). Read with `debugfs` from a raw copy of the image.
+pub fn kernel_of(image: &Path, dir: &Path) -> Result<(PathBuf, PathBuf, String)> {
+    require_tool("debugfs")?;
+    fs::create_dir_all(dir)?;
+    let raw = dir.join("image.raw");
+    run(
+        Command::new("qemu-img")
+            .args(["convert", "-O", "raw"])
+            .arg(image)
+            .arg(&raw),
+        "qemu-img convert (to read the kernel)",
+    )?;
+    let offset = root_partition_offset(&raw)?;
+    let fs_spec = format!("{}?offset={offset}", raw.display());
+    let debugfs = |req: &str| -> Result<String> {
+        run(
+            Command::new("debugfs").arg("-R").arg(req).arg(&fs_spec),
+            &format!("debugfs -R {req:?}"),
+        )
+    };
+    let cfg = debugfs("cat /boot/grub/grub.cfg")?;
+    let linux = cfg
+        .lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix("linux "))
+        .ok_or_else(|| anyhow!("no `linux` line in the image's grub.cfg:\n{cfg}"))?;
+    let (vmlinuz, cmdline) = linux.split_once(' ').unwrap_or((linux, ""));
+    let initrd = cfg
+        .lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix("initrd "))
+        .ok_or_else(|| anyhow!("no `initrd` line in the image's grub.cfg:\n{cfg}"))?;
+    let k = dir.join("vmlinuz");
+    let i = dir.join("initrd.img");
+    debugfs(&format!("dump {vmlinuz} {}", k.display()))?;
+    debugfs(&format!("dump {} {}", initrd.trim(), i.display()))?;
+    let _ = fs::remove_file(&raw);
+    for f in [&k, &i] {
+        if fs::metadata(f).map(|m| m.len()).unwrap_or(0) == 0 {
+            bail!("debugfs wrote no {}", f.display());
+        }
+    }
+    Ok((k, i, cmdline.trim().to_string()))
+}
+
+/// The byte offset of the root partition (named `root`, else the one that
+/// starts last) in a raw GPT disk image.
+fn root_partition_offset(raw: &Path) -> Result<u64> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = fs::File::open(raw)?;
+    let mut hdr = [0u8; 512];
+    f.seek(SeekFrom::Start(512))?;
+    f.read_exact(&mut hdr)?;
+    if &hdr[..8] != b"EFI PART" {
+        bail!("{} has no GPT", raw.display());
+    }
+    let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"));
+    let u32_at = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"));
+    let entries_lba = u64_at(&hdr, 72);
+    let count = u32_at(&hdr, 80) as usize;
+    let size = u32_at(&hdr, 84) as usize;
+    let mut table = vec![0u8; count * size];
+    f.seek(SeekFrom::Start(entries_lba * 512))?;
+    f.read_exact(&mut table)?;
+    let mut best: Option<(bool, u64)> = None;
+    for e in table.chunks(size) {
+        if e[..16].iter().all(|&b| b == 0) {
+            continue;
+        }
+        let first = u64_at(e, 32);
+        let name: Vec<u16> = e[56..128]
+            .chunks(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .take_while(|&c| c != 0)
+            .collect();
+        let is_root = String::from_utf16_lossy(&name) == "root";
+        if best.is_none_or(|(r, b)| (is_root && !r) || (is_root == r && first > b)) {
+            best = Some((is_root, first));
+        }
+    }
+    best.map(|(_, lba)| lba * 512)
+        .ok_or_else(|| anyhow!("{} has no partitions", raw.display()))
+}

@@ -1,0 +1,487 @@
+//! Boot tests: the default image (plus the test reporter layer), built from
+//! Debian bookworm once per run, booted in QEMU with seeds; each scenario of
+//! issue 6 is one test. Boots run one at a time ([`serial`]). Consoles and
+//! images stay in `target/qemu-artifacts/`.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use qemu_tests::harness::{
+    artifacts, blank_disk, boot, build_image, default_image, env_ignore_storage, env_volumes,
+    flatten, kernel_of, overlay, programs, raw_seed, record_timing, seed, serial, BootSpec, Checks,
+    Image, ImageSpec, Outcome, Programs, TEST_DATABASE, TEST_DOMAIN, TEST_SSH_KEY,
+};
+use qemu_tests::report::Report;
+use qemu_tests::Firmware;
+
+const GIB: u64 = 1 << 30;
+const MIB: u64 = 1 << 20;
+
+fn ok<T>(r: anyhow::Result<T>) -> T {
+    r.unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+fn setup() -> (&'static Programs, &'static Image) {
+    let progs = ok(programs(Path::new(env!("CARGO_BIN_EXE_ecs-test-report"))));
+    let image = ok(default_image(progs));
+    (progs, image)
+}
+
+fn disks_dir(name: &str) -> PathBuf {
+    ok(artifacts()).join("disks").join(name)
+}
+
+/// The state every successful hand-off reaches.
+fn check_handoff(
+    c: &mut Checks,
+    r: &Report,
+    http: &(u16, String),
+    env: &str,
+    flat: &str,
+    source: &str,
+) {
+    c.eq(r.hostname.as_str(), TEST_DOMAIN, "host name");
+    match r.files.get("/run/active-env.yml") {
+        Some(f) => {
+            c.eq(f.mode, 0o600, "/run/active-env.yml mode");
+            c.eq(f.uid, 0, "/run/active-env.yml owner");
+            let content = f.content.as_deref().unwrap_or("");
+            c.check(content.starts_with(env), || {
+                format!("/run/active-env.yml does not start with the env:\n{content}")
+            });
+            c.check(
+                content.contains(&format!("USERDATA_TYPE: {source}")),
+                || format!("/run/active-env.yml lacks `USERDATA_TYPE: {source}`:\n{content}"),
+            );
+        }
+        None => c.check(false, || "/run/active-env.yml is missing".into()),
+    }
+    match r.files.get("/run/active-env.env") {
+        Some(f) => {
+            c.eq(f.mode, 0o600, "/run/active-env.env mode");
+            c.eq(
+                f.content.as_deref().unwrap_or(""),
+                flat,
+                "/run/active-env.env vs imgbuild env check --flatten",
+            );
+        }
+        None => c.check(false, || "/run/active-env.env is missing".into()),
+    }
+    let keys = r
+        .files
+        .get("/root/.ssh/authorized_keys")
+        .and_then(|f| f.content.clone())
+        .unwrap_or_default();
+    c.check(keys.contains(TEST_SSH_KEY), || {
+        format!("root's authorized_keys lacks the env's key: {keys:?}")
+    });
+    c.check(!r.files.contains_key("/run/appliance-failed"), || {
+        format!(
+            "/run/appliance-failed exists: {:?}",
+            r.files["/run/appliance-failed"].content
+        )
+    });
+    for unit in ["ecs-appliance.target", "nginx.service", "appliance.service"] {
+        let state = r.units.get(unit).map(|u| u.active_state.as_str());
+        c.eq(state, Some("active"), &format!("{unit} state"));
+    }
+    match &r.postgres {
+        Some(pg) => {
+            c.check(pg.data_directory.starts_with("/data/postgresql/"), || {
+                format!("PostgreSQL's data directory is {}", pg.data_directory)
+            });
+            c.eq(
+                pg.database_owners.get(TEST_DATABASE).map(String::as_str),
+                Some("app"),
+                "owner of the ecs.database database",
+            );
+        }
+        None => c.check(false, || "no PostgreSQL facts".into()),
+    }
+    c.eq(
+        http.0,
+        200,
+        "status page HTTP status through the port forward",
+    );
+    c.check(http.1.contains("Appliance Ready"), || {
+        format!("status page is not the ready page: {}", http.1)
+    });
+    c.check(r.errors.is_empty(), || {
+        format!("reporter errors: {:?}", r.errors)
+    });
+}
+
+/// The root partition and filesystem fill a disk of `disk_bytes`.
+fn check_root_fills(c: &mut Checks, r: &Report, disk_bytes: u64) {
+    let root = &r.root;
+    c.eq(root.disk_bytes, disk_bytes, "boot disk size");
+    let end = root.part_start_bytes + root.part_bytes;
+    c.check(end + MIB + 33 * 512 >= disk_bytes, || {
+        format!("root partition ends at {end}, disk is {disk_bytes}: not grown to the end")
+    });
+    c.check(root.fs_bytes * 100 >= root.part_bytes * 90, || {
+        format!(
+            "root filesystem {} bytes in a partition of {}: not grown",
+            root.fs_bytes, root.part_bytes
+        )
+    });
+    let vda = r.disks.get(&root.disk);
+    c.eq(
+        vda.and_then(|d| d.gpt_backup_at_end),
+        Some(true),
+        "backup GPT header at the disk's end",
+    );
+}
+
+/// Scenarios 1 and 2: one disk enlarged to 8 GiB, storage ignored.
+fn ignore_storage(firmware: Firmware, name: &str) {
+    let _one = serial();
+    let (progs, image) = setup();
+    let (env_path, iso) = ok(seed(progs, name, &env_ignore_storage()));
+    let flat = ok(flatten(progs, &env_path));
+    let disk = ok(overlay(&image.qcow2, &disks_dir(name), "vda.qcow2", "8G"));
+    let o = ok(boot(&BootSpec::new(name, firmware, vec![disk], Some(iso))));
+    record_timing(&o);
+    let r = o.report();
+    let mut c = Checks::new(&o);
+    let want_fw = if firmware == Firmware::Uefi {
+        "uefi"
+    } else {
+        "bios"
+    };
+    c.eq(r.firmware.as_str(), want_fw, "firmware");
+    check_root_fills(&mut c, r, 8 * GIB);
+    check_handoff(
+        &mut c,
+        r,
+        o.http.as_ref().unwrap(),
+        &env_ignore_storage(),
+        &flat,
+        "cidata",
+    );
+    c.finish();
+}
+
+#[test]
+fn s1_uefi_ignore_storage_fills_disk() {
+    ignore_storage(Firmware::Uefi, "s1-uefi");
+}
+
+#[test]
+fn s2_seabios_same_state() {
+    ignore_storage(Firmware::Bios, "s2-bios");
+}
+
+/// Scenario 3's disks and first boot, shared with scenario 4.
+struct Volumes {
+    disks: Vec<PathBuf>,
+    iso: PathBuf,
+    flat: String,
+    first: Outcome,
+}
+
+fn volumes_first_boot() -> &'static Volumes {
+    static V: OnceLock<Result<Volumes, String>> = OnceLock::new();
+    let v = V.get_or_init(|| {
+        let (progs, image) = setup();
+        let name = "s3-volumes";
+        let go = || -> anyhow::Result<Volumes> {
+            let (env_path, iso) = seed(progs, name, &env_volumes())?;
+            let flat = flatten(progs, &env_path)?;
+            let dir = disks_dir(name);
+            let disks = vec![
+                overlay(&image.qcow2, &dir, "vda.qcow2", "12G")?,
+                blank_disk(&dir, "vdb.qcow2", "4G")?,
+            ];
+            let first = boot(&BootSpec::new(
+                name,
+                Firmware::Bios,
+                disks.clone(),
+                Some(iso.clone()),
+            ))?;
+            record_timing(&first);
+            Ok(Volumes {
+                disks,
+                iso,
+                flat,
+                first,
+            })
+        };
+        go().map_err(|e| format!("{e:#}"))
+    });
+    match v {
+        Ok(v) => v,
+        Err(e) => panic!("scenario 3's first boot failed: {e}"),
+    }
+}
+
+/// ecs-data on vdb, ecs-volatile on vda, both mounted, PostgreSQL on /data.
+fn check_volumes(c: &mut Checks, r: &Report) {
+    for (label, disk, mnt) in [
+        ("ecs-data", "/dev/vdb", "/data"),
+        ("ecs-volatile", "/dev/vda", "/volatile"),
+    ] {
+        let found = r.ext_labels.get(label).cloned().unwrap_or_default();
+        c.eq(found.len(), 1, &format!("filesystems labelled {label}"));
+        if let Some(fs) = found.first() {
+            c.check(fs.device.starts_with(disk), || {
+                format!("{label} is on {}, want {disk}*", fs.device)
+            });
+        }
+        let m = r.mounts.get(mnt);
+        c.eq(
+            m.and_then(|m| m.label.as_deref()),
+            Some(label),
+            &format!("label of the filesystem at {mnt}"),
+        );
+    }
+}
+
+#[test]
+fn s3_volumes_on_free_space_and_blank_disk() {
+    let _one = serial();
+    let v = volumes_first_boot();
+    let o = &v.first;
+    let r = o.report();
+    let mut c = Checks::new(o);
+    check_volumes(&mut c, r);
+    check_handoff(
+        &mut c,
+        r,
+        o.http.as_ref().unwrap(),
+        &env_volumes(),
+        &v.flat,
+        "cidata",
+    );
+    c.eq(r.root.disk_bytes, 12 * GIB, "boot disk size");
+    c.finish();
+}
+
+#[test]
+fn s4_second_boot_changes_nothing() {
+    let _one = serial();
+    let v = volumes_first_boot();
+    let second = ok(boot(&BootSpec::new(
+        "s4-second-boot",
+        Firmware::Bios,
+        v.disks.clone(),
+        Some(v.iso.clone()),
+    )));
+    record_timing(&second);
+    let (a, b) = (v.first.report(), second.report());
+    let mut c = Checks::new(&second);
+    check_volumes(&mut c, b);
+    check_handoff(
+        &mut c,
+        b,
+        second.http.as_ref().unwrap(),
+        &env_volumes(),
+        &v.flat,
+        "cidata",
+    );
+    c.eq(
+        &b.ext_labels,
+        &a.ext_labels,
+        "filesystems (labels, UUIDs) after the second boot",
+    );
+    for disk in ["vda", "vdb"] {
+        let (da, db) = (a.disks.get(disk), b.disks.get(disk));
+        c.eq(
+            db.map(|d| (&d.gpt_primary_sha256, &d.gpt_backup_sha256)),
+            da.map(|d| (&d.gpt_primary_sha256, &d.gpt_backup_sha256)),
+            &format!("{disk} partition table (sha256 of primary, backup) vs the first boot"),
+        );
+    }
+    c.eq(
+        b.postgres.as_ref().map(|p| &p.system_identifier),
+        a.postgres.as_ref().map(|p| &p.system_identifier),
+        "PostgreSQL cluster (system identifier) vs the first boot",
+    );
+    c.finish();
+}
+
+#[test]
+fn s5_invalid_env_fails_visibly() {
+    let _one = serial();
+    let (_, image) = setup();
+    let name = "s5-invalid-env";
+    // `appliance.domain` is required.
+    let env = env_ignore_storage().replace(&format!("  domain: {TEST_DOMAIN}\n"), "");
+    let iso = ok(raw_seed(name, env.as_bytes()));
+    let disk = ok(overlay(&image.qcow2, &disks_dir(name), "vda.qcow2", "8G"));
+    let o = ok(boot(&BootSpec::new(
+        name,
+        Firmware::Uefi,
+        vec![disk],
+        Some(iso),
+    )));
+    record_timing(&o);
+    let r = o.report();
+    let http = o.http.as_ref().unwrap();
+    let mut c = Checks::new(&o);
+    let reason = r
+        .files
+        .get("/run/appliance-failed")
+        .and_then(|f| f.content.clone());
+    c.check(
+        reason.as_deref().is_some_and(|s| s.contains("domain")),
+        || format!("/run/appliance-failed should name appliance.domain: {reason:?}"),
+    );
+    let app = r.units.get("appliance.service");
+    c.check(
+        app.is_some_and(|u| !u.ever_started() && u.active_state != "active"),
+        || format!("appliance.service must not start: {app:?}"),
+    );
+    c.eq(http.0, 503, "status page HTTP status");
+    c.check(
+        http.1.contains("Appliance Error") && http.1.contains("domain"),
+        || format!("not the failure page with the reason: {}", http.1),
+    );
+    c.check(!http.1.contains("placeholder-vault"), || {
+        "the failure page shows a secret".into()
+    });
+    c.check(o.console.contains("appliance.domain"), || {
+        "the console does not name appliance.domain".into()
+    });
+    c.finish();
+}
+
+#[test]
+fn s6_baked_env_without_seed() {
+    let _one = serial();
+    let (progs, _) = setup();
+    let name = "s6-baked";
+    let image = ok(build_image(
+        progs,
+        &ImageSpec {
+            name: "baked".into(),
+            env: env_ignore_storage(),
+            bake_env: true,
+            ..ImageSpec::default()
+        },
+    ));
+    eprintln!(
+        "baked image built in {:.1}s",
+        image.build_time.as_secs_f64()
+    );
+    let env_path = image.dir.join("build-env.yml");
+    let flat = ok(flatten(progs, &env_path));
+    let disk = ok(overlay(&image.qcow2, &disks_dir(name), "vda.qcow2", "8G"));
+    let o = ok(boot(&BootSpec::new(name, Firmware::Uefi, vec![disk], None)));
+    record_timing(&o);
+    let r = o.report();
+    let mut c = Checks::new(&o);
+    check_root_fills(&mut c, r, 8 * GIB);
+    check_handoff(
+        &mut c,
+        r,
+        o.http.as_ref().unwrap(),
+        &env_ignore_storage(),
+        &flat,
+        "local",
+    );
+    c.finish();
+}
+
+#[test]
+fn s8_power_cut_while_creating_volumes_converges() {
+    let _one = serial();
+    let (progs, image) = setup();
+    let name = "s8-power-cut";
+    let (env_path, iso) = ok(seed(progs, name, &env_volumes()));
+    let flat = ok(flatten(progs, &env_path));
+    let dir = disks_dir(name);
+    let disks = vec![
+        ok(overlay(&image.qcow2, &dir, "vda.qcow2", "12G")),
+        ok(blank_disk(&dir, "vdb.qcow2", "4G")),
+    ];
+    let (k, i, cmdline) = ok(kernel_of(&image.qcow2, &dir.join("kernel")));
+    let mut cut = BootSpec::new(
+        &format!("{name}-1-cut"),
+        Firmware::Bios,
+        disks.clone(),
+        Some(iso.clone()),
+    );
+    cut.kernel = Some((k, i, format!("{cmdline} ecs.firstboot.pause=volumes")));
+    cut.cut_at = Some("pausing at volumes".into());
+    let o = ok(boot(&cut));
+    eprintln!("power cut after {:.1}s", o.wall.as_secs_f64());
+    let again = ok(boot(&BootSpec::new(
+        &format!("{name}-2-converge"),
+        Firmware::Bios,
+        disks,
+        Some(iso),
+    )));
+    record_timing(&again);
+    let r = again.report();
+    let mut c = Checks::new(&again);
+    check_volumes(&mut c, r);
+    check_handoff(
+        &mut c,
+        r,
+        again.http.as_ref().unwrap(),
+        &env_volumes(),
+        &flat,
+        "cidata",
+    );
+    c.finish();
+}
+
+#[test]
+fn s7_cloud_init_reads_our_seed() {
+    let _one = serial();
+    let (progs, _) = setup();
+    let name = "s7-cloud-init";
+    // The base layers only (no agent, no appliance), then cloud-init.
+    let layers = ok(artifacts()).join("cloud-init-layers");
+    let _ = std::fs::remove_dir_all(&layers);
+    std::fs::create_dir_all(&layers).unwrap();
+    for l in ["00-base", "10-boot"] {
+        ok(qemu_tests::fixtures::copy_tree(
+            &qemu_tests::harness::workspace().join("layers").join(l),
+            &layers.join(l),
+        ));
+    }
+    let image = ok(build_image(
+        progs,
+        &ImageSpec {
+            name: "cloud-init".into(),
+            env: env_ignore_storage(),
+            layers_dir: Some(layers),
+            extra_layers: vec![
+                qemu_tests::harness::workspace().join("qemu-tests/layers/70-cloud-init")
+            ],
+            ..ImageSpec::default()
+        },
+    ));
+    eprintln!(
+        "cloud-init image built in {:.1}s",
+        image.build_time.as_secs_f64()
+    );
+    let (_, iso) = ok(seed(progs, name, &env_ignore_storage()));
+    let disk = ok(overlay(&image.qcow2, &disks_dir(name), "vda.qcow2", "8G"));
+    let o = ok(boot(&BootSpec::new(
+        name,
+        Firmware::Bios,
+        vec![disk],
+        Some(iso),
+    )));
+    record_timing(&o);
+    let r = o.report();
+    let mut c = Checks::new(&o);
+    let status = r.cloud_init_status.as_deref().unwrap_or("");
+    c.check(status.contains("status: done"), || {
+        format!("cloud-init status: {status:?}")
+    });
+    let short = TEST_DOMAIN.split('.').next().unwrap();
+    c.check(r.hostname == TEST_DOMAIN || r.hostname == short, || {
+        format!(
+            "host name {:?} is not from our meta-data ({TEST_DOMAIN})",
+            r.hostname
+        )
+    });
+    c.check(!r.units.contains_key("ecs-firstboot.service"), || {
+        "the cloud-init variant must not carry ecs-firstboot".into()
+    });
+    c.finish();
+}
