@@ -2,8 +2,10 @@
 //!
 //! `ecs.firstboot.pause=STEP` (test only) makes the agent stop at `STEP` and
 //! sleep, so a boot test can cut the power at a known point: `grow` (after
-//! the partition table was written, before the filesystem is grown) or
-//! `volumes` (after `mkfs`, before the volume's label is committed).
+//! a partition-table write, before the filesystem is grown) or
+//! `volumes` (after `mkfs` of a volume being created, before its label is
+//! committed; a boot that resumes the half-made volume does not pause, so
+//! the same command line can be kept for the boot after the power cut).
 
 use std::time::Duration;
 

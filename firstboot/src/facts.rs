@@ -139,19 +139,22 @@ pub fn gather(sys: &System, etc: &Path, open: Opener) -> Result<Gathered> {
     let mut probe_list: Vec<PathBuf> = Vec::new();
     let mut others = Vec::new();
     let mut boot_parts: BTreeMap<u32, PathBuf> = BTreeMap::new();
+    // The boot disk's partitions, always (even when the disk is of a kind
+    // the disk listing skips, such as a loop device).
+    for p in sys.partitions(&disk_name).unwrap_or_default() {
+        if let Some(n) = p.partition {
+            let node = sys.node(&p.name);
+            boot_parts.insert(n, node.clone());
+            probe_list.push(node);
+        }
+    }
     for d in sys.disks().context("listing block devices")? {
-        if d.bytes == 0 {
-            continue; // empty CD-ROM drive and the like
+        if d.bytes == 0 || d.name == disk_name {
+            continue; // empty CD-ROM drives and the like; the boot disk is done
         }
         let parts = sys.partitions(&d.name).unwrap_or_default();
         let node = sys.node(&d.name);
-        if d.name == disk_name {
-            for p in &parts {
-                if let Some(n) = p.partition {
-                    boot_parts.insert(n, sys.node(&p.name));
-                }
-            }
-        } else if !d.removable {
+        if !d.removable {
             others.push(Disk {
                 path: node.clone(),
                 bytes: d.bytes,
@@ -160,9 +163,7 @@ pub fn gather(sys: &System, etc: &Path, open: Opener) -> Result<Gathered> {
                 read_only: d.read_only,
             });
         }
-        if d.name != disk_name {
-            probe_list.push(node);
-        }
+        probe_list.push(node);
         probe_list.extend(parts.iter().map(|p| sys.node(&p.name)));
     }
     let sigs = probe::signatures(&probe_list);

@@ -902,6 +902,13 @@ fn layout_gpt(
     }
     if let Some(rs) = policy.root_size {
         root_want = root.start + div_ceil(rs, ss) - 1;
+        if root_want < root.end {
+            out.notes.push(format!(
+                "root is already {}, more than root_size {}; it is never shrunk",
+                human((root.end - root.start + 1) * ss),
+                human(rs)
+            ));
+        }
     }
     let root_end = if policy.grow_root {
         grow_root_to(b, TableKind::Gpt, root, root_want.min(root_limit), out)

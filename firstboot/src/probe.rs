@@ -93,6 +93,44 @@ fn merge(out: &mut BTreeMap<PathBuf, Vec<Signature>>, devices: &[PathBuf], sigs:
     }
 }
 
+/// What libblkid finds in `size` bytes at `offset` of `disk` (free space a
+/// new partition will cover): `None` when nothing, else a description.
+pub fn region_signature(disk: &Path, offset: u64, size: u64) -> Result<Option<String>, String> {
+    let mut c = cmd::command(
+        "blkid",
+        [
+            "-p",
+            "-o",
+            "export",
+            "-O",
+            &offset.to_string(),
+            "-S",
+            &size.to_string(),
+        ],
+    );
+    c.arg(disk);
+    match cmd::run(&mut c) {
+        Ok(out) => {
+            let text = out.text();
+            let get = |k: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
+                    .map(str::to_string)
+            };
+            let kind = get("TYPE")
+                .or_else(|| get("PTTYPE"))
+                .unwrap_or_else(|| "something".into());
+            Ok(Some(match get("LABEL") {
+                Some(l) => format!("{kind} (label {l:?})"),
+                None => kind,
+            }))
+        }
+        // blkid exits 2 when it finds nothing.
+        Err(cmd::CmdError::Failed { status, .. }) if status.code() == Some(2) => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Kinds that are partition tables rather than content.
 pub fn is_partition_table(kind: &str) -> bool {
     matches!(
@@ -182,6 +220,35 @@ mod tests {
         let short = d.path().join("short.img");
         File::create(&short).unwrap().set_len(100).unwrap();
         assert_eq!(read_ext4(&short, 0).unwrap(), None);
+    }
+
+    #[test]
+    fn free_space_probe() {
+        need("blkid");
+        need("mkfs.ext4");
+        let d = tempfile::tempdir().unwrap();
+        let img = d.path().join("disk.img");
+        File::create(&img).unwrap().set_len(64 << 20).unwrap();
+        cmd::run(&mut cmd::command(
+            "mkfs.ext4",
+            [
+                "-q",
+                "-L",
+                "old",
+                "-E",
+                "offset=33554432",
+                img.to_str().unwrap(),
+                "16M",
+            ],
+        ))
+        .unwrap();
+        assert_eq!(
+            region_signature(&img, 32 << 20, 16 << 20)
+                .unwrap()
+                .as_deref(),
+            Some("ext4 (label \"old\")")
+        );
+        assert_eq!(region_signature(&img, 8 << 20, 16 << 20).unwrap(), None);
     }
 
     #[test]

@@ -98,6 +98,7 @@ fn execute(h: &Host, g: &mut Gathered, plan: &Plan, log: &mut Log) -> Result<Out
     let table_actions: Vec<&Action> = plan.actions.iter().filter(|a| a.edits_table()).collect();
     if !table_actions.is_empty() {
         let t = Timer::start();
+        check_free_space(g, &table_actions)?;
         table::commit(&mut g.disk, &table_actions).context("editing the partition table")?;
         let known = known_partitions(h, g);
         table::tell_kernel(&g.disk, &table_actions, &known)?;
@@ -113,7 +114,10 @@ fn execute(h: &Host, g: &mut Gathered, plan: &Plan, log: &mut Log) -> Result<Out
         }
     }
     sync_root_size(h, g)?;
-    h.cmdline.pause_at("grow");
+    if !table_actions.is_empty() {
+        // Only after a table write: the boot after the power cut goes on.
+        h.cmdline.pause_at("grow");
+    }
 
     let mut state: Vec<(Volume, &'static str)> = Vec::new();
     let mut set = |v: Volume, s: &'static str| match state.iter_mut().find(|(x, _)| *x == v) {
@@ -145,7 +149,10 @@ fn execute(h: &Host, g: &mut Gathered, plan: &Plan, log: &mut Log) -> Result<Out
                 let dest = resolve(h, g, target)?;
                 let resumed = plan.notes.iter().any(|n| n.starts_with(volume.label()));
                 volumes::make_pending(*volume, &dest)?;
-                h.cmdline.pause_at("volumes");
+                if !resumed {
+                    // Only on creation: the boot after the power cut resumes.
+                    h.cmdline.pause_at("volumes");
+                }
                 volumes::commit_label(*volume, &dest)?;
                 set(*volume, if resumed { "resumed" } else { "created" });
                 log.step(
@@ -212,6 +219,32 @@ fn execute(h: &Host, g: &mut Gathered, plan: &Plan, log: &mut Log) -> Result<Out
     state.sort();
     out.volumes = state;
     Ok(out)
+}
+
+/// Refuses to create a partition over free space that still carries a
+/// signature (a filesystem whose partition entry was deleted, say): it is
+/// never formatted over. Nothing has been written when this fails.
+fn check_free_space(g: &Gathered, actions: &[&Action]) -> Result<()> {
+    let ss = g.disk.sector_size;
+    for a in actions {
+        if let Action::CreatePartition {
+            start, end, volume, ..
+        } = a
+        {
+            let found =
+                crate::probe::region_signature(&g.disk.path, start * ss, (end - start + 1) * ss)
+                    .map_err(|e| anyhow!("probing the free space for {volume}: {e}"))?;
+            if let Some(sig) = found {
+                bail!(
+                    "{volume}: the free space at sectors {start}..={end} of {} carries {sig} \
+                     (a filesystem whose partition was deleted?); refusing to create {volume} \
+                     over it — wipe it (wipefs) or use device:",
+                    g.disk.path.display()
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Makes the kernel's size of the root partition match the table (after a

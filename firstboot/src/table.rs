@@ -209,6 +209,9 @@ fn commit_gpt(disk: &mut DiskFile, actions: &[&Action]) -> Result<()> {
     .div_ceil(ss);
     let last = disk.sectors() - 1;
     let disk_guid = gpt.header.disk_guid;
+    // Where the backup header was, when it lay within the disk (a repaired
+    // primary comes from the backup at the last sector).
+    let old_backup = (gpt.header.backup_lba < last).then_some(gpt.header.backup_lba);
     for a in actions {
         match a {
             Action::RelocateBackupGpt {
@@ -264,7 +267,7 @@ fn commit_gpt(disk: &mut DiskFile, actions: &[&Action]) -> Result<()> {
         }
     }
     check_layout(&gpt)?;
-    write_gpt(disk, &gpt)
+    write_gpt(disk, &gpt, old_backup)
 }
 
 fn check_layout(gpt: &GPT) -> Result<()> {
@@ -360,7 +363,7 @@ fn serialize(
     Ok(((header_off, h), (array_off, a)))
 }
 
-fn write_gpt(disk: &DiskFile, gpt: &GPT) -> Result<()> {
+fn write_gpt(disk: &DiskFile, gpt: &GPT, old_backup: Option<u64>) -> Result<()> {
     let ss = disk.sector_size;
     let entries: Vec<GPTPartitionEntry> = gpt.iter().map(|(_, e)| e.clone()).collect();
     let mut primary = gpt.header.clone();
@@ -377,6 +380,13 @@ fn write_gpt(disk: &DiskFile, gpt: &GPT) -> Result<()> {
     disk.put(pa.0, &pa.1)?;
     disk.put(ph.0, &ph.1)?;
     disk.sync()?;
+    // A relocated backup leaves its old header in what is now usable space:
+    // invalidate it, so no tool mistakes it for a table. Nothing uses that
+    // sector yet (it lay beyond the old last usable sector).
+    if let Some(old) = old_backup.filter(|o| *o != primary.backup_lba) {
+        disk.put(old * ss, &vec![0u8; ss as usize])?;
+        disk.sync()?;
+    }
     fix_protective_mbr(disk)
 }
 

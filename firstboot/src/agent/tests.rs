@@ -219,7 +219,7 @@ fn invalid_env_fails_closed() {
     assert!(mounts.is_empty());
     let reason = fs::read_to_string(w.root.join(handoff::FAILED)).unwrap();
     assert!(
-        reason.starts_with("ecs-firstboot: env failed: invalid env:"),
+        reason.starts_with("ecs-firstboot: env failed: invalid env"),
         "{reason}"
     );
     assert!(

@@ -483,8 +483,10 @@ fn a_silent_metadata_service_times_out_in_3s() {
     let t = Instant::now();
     let msg = format!("{:#}", find(&s).unwrap_err());
     let took = t.elapsed();
+    // At least the 3 s timeout; the upper bound only proves it does not
+    // hang (a loaded CI machine can be slow to wake the thread).
     assert!(
-        took >= Duration::from_millis(2900) && took < Duration::from_millis(4500),
+        took >= Duration::from_millis(2900) && took < Duration::from_secs(10),
         "took {took:?}"
     );
     assert!(msg.contains("timed out"), "{msg}");

@@ -338,6 +338,33 @@ fn refusals_leave_the_disks_untouched() {
 }
 
 #[test]
+fn stale_filesystem_in_free_space_is_not_formatted_over() {
+    let w = World::new(384 * MIB);
+    // Where a 64 MiB data volume goes: the last aligned 64 MiB.
+    sh(
+        "mkfs.ext4",
+        &[
+            "-q",
+            "-L",
+            "lost",
+            "-E",
+            &format!("offset={}", 319 * MIB),
+            w.vda.to_str().unwrap(),
+            "16M",
+        ],
+    );
+    let before = w.digest();
+    let p = policy(
+        VolumePolicy::Use(Some(Placement::Size(64 * MIB))),
+        VolumePolicy::Ignore,
+    );
+    let err = w.converge(&p, Cmdline::default()).0.unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("carries ext4 (label \"lost\")"), "{msg}");
+    assert_eq!(w.digest(), before, "nothing written");
+}
+
+#[test]
 fn duplicate_labels_are_an_error() {
     let w = World::new(256 * MIB);
     sh(
@@ -361,4 +388,301 @@ fn duplicate_labels_are_an_error() {
     let msg = format!("{err:#}");
     assert!(msg.contains("2 filesystems are labelled ecs-data"), "{msg}");
     assert!(msg.contains("vdb") && msg.contains("vdc"), "{msg}");
+}
+
+/// Whether this process may resize a mounted ext4 (CAP_SYS_RESOURCE, bit 24).
+fn has_cap_sys_resource() -> bool {
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    eff & (1 << 24) != 0
+}
+
+/// Loop-device tests run one at a time (`losetup -f` races).
+static LOOP_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Detaches a loop device it attached.
+struct LoopDev(PathBuf);
+
+impl Drop for LoopDev {
+    fn drop(&mut self) {
+        // Partitions added with BLKPG outlive the detach: remove them first.
+        let name = self.0.file_name().unwrap().to_str().unwrap().to_string();
+        for p in System::real().partitions(&name).unwrap_or_default() {
+            if let Some(n) = p.partition {
+                let _ = seeds::cmd::run(&mut seeds::cmd::command(
+                    "delpart",
+                    [self.0.to_str().unwrap(), &n.to_string()],
+                ));
+            }
+        }
+        let _ = seeds::cmd::run(&mut seeds::cmd::command(
+            "losetup",
+            ["-d".as_ref(), self.0.as_os_str()],
+        ));
+    }
+}
+
+/// The real block-device path: open (flock, BLKSSZGET, BLKGETSIZE64),
+/// commit, BLKPG resize of a "mounted-like" partition and BLKPG add of the
+/// new one, then mkfs on its node. Needs root and loop devices, so it is
+/// fails with a clear message when not run as root (scripts/test.sh runs as root).
+#[test]
+fn loop_device_blkpg() {
+    need_root_for_loop_devices();
+    let _serial = LOOP_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let d = tempfile::tempdir().unwrap();
+    let img = d.path().join("disk.img");
+    make_gpt_image(&img, 64 * MIB);
+    enlarge(&img, 256 * MIB);
+    let dev = PathBuf::from(sh("losetup", &["-f", "--show", img.to_str().unwrap()]).trim());
+    let _guard = LoopDev(dev.clone());
+    let name = dev.file_name().unwrap().to_str().unwrap().to_string();
+    // The kernel knows partitions 1-3, as after a boot.
+    let gpt = DiskFile::open_image(&img, 512).unwrap().read_gpt().unwrap();
+    for n in 1..=3u32 {
+        let e = &gpt[n];
+        sh(
+            "addpart",
+            &[
+                dev.to_str().unwrap(),
+                &n.to_string(),
+                &e.starting_lba.to_string(),
+                &(e.ending_lba - e.starting_lba + 1).to_string(),
+            ],
+        );
+    }
+    let mut disk = DiskFile::open_device(&dev).unwrap();
+    assert_eq!((disk.sector_size, disk.bytes), (512, 256 * MIB));
+    let table = facts::read_table(&mut disk, Some(3)).unwrap();
+    let f = plan::DiskFacts {
+        boot: plan::BootDisk {
+            path: dev.clone(),
+            sector_size: 512,
+            sectors: disk.sectors(),
+            root_device: PathBuf::from(format!("/dev/{name}p3")),
+            root_fs_bytes: None,
+            table,
+        },
+        disks: vec![],
+        filesystems: vec![],
+        mounts: vec![],
+        fstab: vec![],
+    };
+    let p = plan::plan(
+        &f,
+        &policy(
+            VolumePolicy::Use(Some(Placement::Size(64 * MIB))),
+            VolumePolicy::Ignore,
+        ),
+    )
+    .unwrap();
+    let acts: Vec<&Action> = p.actions.iter().filter(|a| a.edits_table()).collect();
+    table::commit(&mut disk, &acts).unwrap();
+    table::tell_kernel(&disk, &acts, &[1, 2, 3]).unwrap();
+    let gpt = disk.read_gpt().unwrap();
+    let sys = System::real();
+    let parts = sys.partitions(&name).unwrap();
+    let p3 = parts.iter().find(|x| x.partition == Some(3)).unwrap();
+    assert_eq!(
+        p3.bytes,
+        (gpt[3].ending_lba - gpt[3].starting_lba + 1) * 512,
+        "root resized"
+    );
+    let p4 = parts
+        .iter()
+        .find(|x| x.partition == Some(4))
+        .expect("p4 added");
+    assert_eq!(p4.start_bytes, gpt[4].starting_lba * 512);
+    assert_eq!(p4.bytes, 64 * MIB);
+    let node = sys.node(&p4.name);
+    volumes::make_pending(Volume::Data, &Dest::Node(node.clone())).unwrap();
+    volumes::commit_label(Volume::Data, &Dest::Node(node.clone())).unwrap();
+    drop(disk);
+    let b = sh("blkid", &["-p", "-o", "export", node.to_str().unwrap()]);
+    assert!(b.contains("LABEL=ecs-data\n"), "{b}");
+    let out = sh("sgdisk", &["-v", img.to_str().unwrap()]);
+    assert!(out.contains("No problems found"), "{out}");
+}
+
+/// Unmounts what it mounted.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = seeds::cmd::run(&mut seeds::cmd::command("umount", [self.0.as_os_str()]));
+    }
+}
+
+/// The whole storage step on a loop device whose partition 3 is mounted as
+/// "root" (a mountinfo naming it at `/`, the real /sys and /dev): the root
+/// partition is grown while mounted (BLKPG), ext4 grown online, a data
+/// volume created, formatted, mounted and persisted; a second run does
+/// nothing. Needs root and loop devices (fails clearly without them).
+#[test]
+fn loop_device_converge_online() {
+    need_root_for_loop_devices();
+    let _serial = LOOP_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let d = tempfile::tempdir().unwrap();
+    let img = d.path().join("disk.img");
+    make_gpt_image(&img, 64 * MIB);
+    enlarge(&img, 320 * MIB);
+    let dev = PathBuf::from(sh("losetup", &["-f", "--show", img.to_str().unwrap()]).trim());
+    let _guard = LoopDev(dev.clone());
+    let name = dev.file_name().unwrap().to_str().unwrap().to_string();
+    let gpt = DiskFile::open_image(&img, 512).unwrap().read_gpt().unwrap();
+    for n in 1..=3u32 {
+        let e = &gpt[n];
+        sh(
+            "addpart",
+            &[
+                dev.to_str().unwrap(),
+                &n.to_string(),
+                &e.starting_lba.to_string(),
+                &(e.ending_lba - e.starting_lba + 1).to_string(),
+            ],
+        );
+    }
+    let sys = System::real();
+    let p3 = sys
+        .partitions(&name)
+        .unwrap()
+        .into_iter()
+        .find(|p| p.partition == Some(3))
+        .unwrap();
+    let p3node = sys.node(&p3.name);
+    sh("mkfs.ext4", &["-q", p3node.to_str().unwrap()]);
+    let rootmnt = d.path().join("rootfs");
+    fs::create_dir_all(&rootmnt).unwrap();
+    sh(
+        "mount",
+        &[p3node.to_str().unwrap(), rootmnt.to_str().unwrap()],
+    );
+    let _root_guard = Mounted(rootmnt.clone());
+    // The "system root" for mount points and /etc.
+    let root = d.path().join("sysroot");
+    fs::create_dir_all(root.join("etc")).unwrap();
+    fs::write(
+        d.path().join("mountinfo"),
+        format!(
+            "22 1 {}:{} / / rw - ext4 {} rw\n",
+            p3.major,
+            p3.minor,
+            p3node.display()
+        ),
+    )
+    .unwrap();
+    let system = System {
+        mountinfo: d.path().join("mountinfo"),
+        ..System::real()
+    };
+    let open = |p: &Path| {
+        anyhow::ensure!(p == dev, "the test may only open {}", dev.display());
+        DiskFile::open_device(p)
+    };
+    let h = Host {
+        sys: system,
+        root: root.clone(),
+        open: &open,
+        mounter: &volumes::SystemMounter,
+        cmdline: Cmdline::default(),
+    };
+    let p = policy(
+        VolumePolicy::Use(Some(Placement::Size(64 * MIB))),
+        VolumePolicy::Ignore,
+    );
+    let mut log = Log::quiet();
+    let out = if has_cap_sys_resource() {
+        converge(&h, &p, &mut log).unwrap()
+    } else {
+        // Containers without CAP_SYS_RESOURCE cannot resize online
+        // (EXT4_IOC_RESIZE_FS). Then check what precedes it, and that the
+        // next run converges from "partition grown, filesystem not".
+        let err = converge(&h, &p, &mut log).unwrap_err();
+        assert!(format!("{err:#}").contains("resize2fs"), "{err:#}");
+        let now = sys
+            .partitions(&name)
+            .unwrap()
+            .into_iter()
+            .find(|x| x.partition == Some(3))
+            .unwrap();
+        assert!(
+            now.bytes > p3.bytes + 150 * MIB,
+            "mounted partition grown with BLKPG"
+        );
+        drop(_root_guard);
+        sh("e2fsck", &["-fp", p3node.to_str().unwrap()]);
+        sh(
+            "mount",
+            &[p3node.to_str().unwrap(), rootmnt.to_str().unwrap()],
+        );
+        let _ = sh("umount", &[rootmnt.to_str().unwrap()]);
+        sh("e2fsck", &["-fp", p3node.to_str().unwrap()]);
+        let mut out = converge(&h, &p, &mut log).unwrap();
+        sh(
+            "mount",
+            &[p3node.to_str().unwrap(), rootmnt.to_str().unwrap()],
+        );
+        out.grew = now.bytes - p3.bytes;
+        // The data partition was in the table write before resize2fs.
+        assert_eq!(out.volumes[0], (Volume::Data, "resumed"));
+        out.volumes[0].1 = "created";
+        out
+    };
+    let _root_guard2 = Mounted(rootmnt.clone());
+    let _data_guard = Mounted(root.join("data"));
+    assert!(out.grew > 150 * MIB, "{out:?}");
+    assert_eq!(
+        out.volumes,
+        vec![(Volume::Data, "created"), (Volume::Volatile, "dir")]
+    );
+    let df = sh("df", &["-B1", "--output=size", rootmnt.to_str().unwrap()]);
+    let size: u64 = df.lines().nth(1).unwrap().trim().parse().unwrap();
+    assert!(size > 200 * MIB, "root grew online: {size}");
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        mounts.contains(&format!(" {} ", root.join("data").display())),
+        "data mounted"
+    );
+    assert!(fs::read_to_string(root.join("etc/fstab"))
+        .unwrap()
+        .contains("LABEL=ecs-data /data ext4"));
+
+    // Second run: the data mount is in the real mountinfo, not in ours;
+    // give it the line so the facts match a real second boot.
+    let data = sys
+        .partitions(&name)
+        .unwrap()
+        .into_iter()
+        .find(|p| p.partition == Some(4))
+        .unwrap();
+    fs::write(
+        d.path().join("mountinfo"),
+        format!(
+            "22 1 {}:{} / / rw - ext4 {} rw\n30 22 {}:{} / /data rw - ext4 {} rw\n",
+            p3.major,
+            p3.minor,
+            p3node.display(),
+            data.major,
+            data.minor,
+            sys.node(&data.name).display()
+        ),
+    )
+    .unwrap();
+    let mut log = Log::quiet();
+    let out2 = converge(&h, &p, &mut log).unwrap();
+    assert_eq!(out2.actions, 1, "only the directory check: {:?}", log.lines);
+    assert_eq!(out2.grew, 0);
+}
+
+/// Loop-device tests run as root (as scripts/test.sh and CI do); anything
+/// else is a failure with the reason, never a silent skip.
+fn need_root_for_loop_devices() {
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "this test needs root for loop devices and BLKPG: run it as root (scripts/test.sh does)"
+    );
 }

@@ -93,6 +93,9 @@ fn grow_moves_backup_header_and_fills_the_disk() {
     assert_eq!(gpt.header.last_usable_lba, last - 33);
     assert_eq!(gpt[3].ending_lba, last - 33, "root fills the disk");
     assert_eq!(gpt[3].partition_name.as_str(), "root", "entry kept");
+    let mut old = [0u8; 512];
+    f.file.read_exact_at(&mut old, 64 * MIB - 512).unwrap();
+    assert!(old.iter().all(|b| *b == 0), "old backup header invalidated");
     // Protective MBR covers the new size.
     let mut s0 = [0u8; 512];
     f.file.read_exact_at(&mut s0, 0).unwrap();
