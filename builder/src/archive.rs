@@ -19,8 +19,10 @@ use seeds::cmd;
 
 use crate::progress::Step;
 
-/// zstd through tar's `--use-compress-program`: all cores, default level.
-const ZSTD: &str = "zstd -T0 -3 -q";
+/// zstd through tar's `--use-compress-program`: all cores, level 1 (twice as
+/// fast as the default level 3 on a root tree, for 10% more bytes: archiving
+/// is on the path of every rebuild).
+const ZSTD: &str = "zstd -T0 -1 -q";
 
 fn common_args() -> [&'static str; 5] {
     [

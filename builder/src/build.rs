@@ -160,6 +160,14 @@ pub fn run(opts: &BuildOptions) -> Result<()> {
     let size = opts.size.as_deref().map(parse_size).transpose()?;
     grub::check_cmdline(&opts.cmdline)?;
     let (env_bytes, env) = crate::envcmd::load_env(&opts.env)?;
+    // SAFETY: geteuid has no preconditions.
+    if opts.tree.is_some() && unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "making a disk from a root tree needs root: some of the tree's files are readable \
+             by root alone, and the image's own files (fstab, grub.cfg) are given to root. \
+             Run imgbuild as root (e.g. with sudo)"
+        );
+    }
 
     let tmp = tempfile::Builder::new()
         .prefix(".imgbuild-")
@@ -217,12 +225,24 @@ pub fn run(opts: &BuildOptions) -> Result<()> {
 
     // The image.
     let t = Instant::now();
-    let image_tmp = tmp.path().join("image");
-    if format == Format::Raw && !opts.compress {
-        fs::rename(&a.raw, &image_tmp)?;
-    } else {
-        output::convert(&a.raw, &image_tmp, format, opts.compress)?;
+    // The final name already: a VMDK's descriptor names its own file.
+    let image_tmp = tmp.path().join(
+        outs.image
+            .file_name()
+            .context("the output has no file name")?,
+    );
+    match format {
+        Format::Raw => fs::rename(&a.raw, &image_tmp)?,
+        Format::Qcow2 => output::convert(&a.raw, &image_tmp, format, opts.compress)?,
+        Format::Vmdk => {
+            output::convert(&a.raw, &image_tmp, format, false)?;
+            let g = a.layout.disk_guid.0;
+            output::set_vmdk_cid(&image_tmp, u32::from_be_bytes([g[0], g[1], g[2], g[3]]))?;
+        }
     }
+    File::open(&image_tmp)
+        .and_then(|f| f.sync_all())
+        .context("syncing the image")?;
     tracing::info!("image: {format} in {:.1}s", t.elapsed().as_secs_f64());
 
     // The seed.
@@ -237,10 +257,14 @@ pub fn run(opts: &BuildOptions) -> Result<()> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default()
     };
+    let seed_sha = match &outs.seed {
+        Some(_) => Some(output::sha256_file(&seed_tmp)?),
+        None => None,
+    };
     let mut sums = vec![(output::sha256_file(&image_tmp)?, name(&outs.image))];
-    if let Some(seed) = &outs.seed {
+    if let (Some(seed), Some(sha)) = (&outs.seed, &seed_sha) {
         if out_dir(seed) == out_dir(&outs.image) {
-            sums.push((output::sha256_file(&seed_tmp)?, name(seed)));
+            sums.push((sha.clone(), name(seed)));
         }
     }
     let manifest = Manifest {
@@ -253,10 +277,14 @@ pub fn run(opts: &BuildOptions) -> Result<()> {
             file_size: fs::metadata(&image_tmp)?.len(),
             sha256: sums[0].0.clone(),
         },
-        seed: outs.seed.as_ref().map(|s| SeedInfo {
-            file: s.display().to_string(),
-            sha256: output::sha256_file(&seed_tmp).unwrap_or_default(),
-        }),
+        seed: outs
+            .seed
+            .as_ref()
+            .zip(seed_sha)
+            .map(|(s, sha256)| SeedInfo {
+                file: s.display().to_string(),
+                sha256,
+            }),
         env: if opts.bake_env {
             "baked into the image at /app/env.yml"
         } else {
@@ -266,12 +294,16 @@ pub fn run(opts: &BuildOptions) -> Result<()> {
         tree: &info,
         packages: &packages,
     };
-    let manifest_json = serde_json::to_vec_pretty(&manifest)?;
-    fs::write(
-        tmp.path().join("manifest.json"),
-        [&manifest_json[..], b"\n"].concat(),
-    )?;
-    fs::write(tmp.path().join("SHA256SUMS"), output::sha256sums(&sums))?;
+    let mut manifest_json = serde_json::to_vec_pretty(&manifest)?;
+    manifest_json.push(b'\n');
+    seeds::atomic::write_atomic(&tmp.path().join("manifest.json"), &manifest_json, 0o644)
+        .context("writing the manifest")?;
+    seeds::atomic::write_atomic(
+        &tmp.path().join("SHA256SUMS"),
+        output::sha256sums(&sums).as_bytes(),
+        0o644,
+    )
+    .context("writing SHA256SUMS")?;
 
     // Into place: the image last, so an image never exists without its sums.
     if let Some(seed) = &outs.seed {
@@ -280,6 +312,9 @@ pub fn run(opts: &BuildOptions) -> Result<()> {
     rename_into(&tmp.path().join("manifest.json"), &outs.manifest)?;
     rename_into(&tmp.path().join("SHA256SUMS"), &outs.sums)?;
     rename_into(&image_tmp, &outs.image)?;
+    File::open(out_dir(&outs.image))
+        .and_then(|d| d.sync_all())
+        .context("syncing the output directory")?;
     tracing::info!(
         "wrote {} ({}, virtual {}) in {:.1}s",
         outs.image.display(),
@@ -360,7 +395,13 @@ fn write_seed(env_bytes: &[u8], env: &seeds::env::Env, epoch: i64, out: &Path) -
         .with_context(|| format!("writing {}", out.display()))
 }
 
-/// Copies a tree with everything (owners, modes, links, xattrs) into `to`.
+/// Makes a work copy of a given tree in `to`: a hard-link farm (new
+/// directories, the files linked, so nothing is copied) when both are on one
+/// filesystem, else a full copy. The build never writes into a linked file:
+/// it replaces files (unlink, create), and only sets the access times of the
+/// tree's entries to their modification times (see
+/// [`ext4::normalize_atimes`]), so DIR's contents, modes and owners stay as
+/// they are.
 pub fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     if !from.join("usr").is_dir() {
         return Err(bad_input(format!(
@@ -368,9 +409,17 @@ pub fn copy_tree(from: &Path, to: &Path) -> Result<()> {
             from.display()
         )));
     }
-    let mut cmd = seeds::cmd::command("cp", ["-a", "--reflink=auto"]);
-    cmd.arg(from).arg(to);
-    seeds::cmd::run(&mut cmd).context("copying the root tree")?;
+    let mut link = seeds::cmd::command("cp", ["-a", "-l"]);
+    link.arg(from).arg(to);
+    if let Err(e) = seeds::cmd::run(&mut link) {
+        tracing::debug!("hard-linking the tree failed ({e}); copying it");
+        if to.exists() {
+            fs::remove_dir_all(to).with_context(|| format!("removing {}", to.display()))?;
+        }
+        let mut cmd = seeds::cmd::command("cp", ["-a", "--reflink=auto"]);
+        cmd.arg(from).arg(to);
+        seeds::cmd::run(&mut cmd).context("copying the root tree")?;
+    }
     Ok(())
 }
 
@@ -401,12 +450,12 @@ pub fn assemble(tree: &Path, work: &Path, opts: &DiskOptions) -> Result<Assemble
     };
     let sde = match opts.source_date_epoch {
         Some(s) => s,
-        None => match std::env::var("SOURCE_DATE_EPOCH") {
-            Ok(v) => v
+        None => match std::env::var("SOURCE_DATE_EPOCH").map(|v| v.trim().to_string()) {
+            Ok(v) if !v.is_empty() => v
                 .trim()
                 .parse()
                 .map_err(|_| bad_input(format!("SOURCE_DATE_EPOCH={v:?} is not a number")))?,
-            Err(_) => usage.newest_mtime,
+            _ => usage.newest_mtime,
         },
     };
     let identity = identity(tree, opts, root_size)?;
@@ -426,15 +475,11 @@ pub fn assemble(tree: &Path, work: &Path, opts: &DiskOptions) -> Result<Assemble
     );
 
     // What the image adds to the tree.
+    let old_fstab = fs::read_to_string(tree.join("etc/fstab")).unwrap_or_default();
     write_in_tree(
         tree,
         "etc/fstab",
-        format!(
-            "# Written by imgbuild: the root and the ESP, by UUID.\n\
-             UUID={root_uuid}\t/\text4\tdefaults,errors=remount-ro\t0\t1\n\
-             UUID={esp_uuid}\t/boot/efi\tvfat\tumask=0077,nofail\t0\t0\n"
-        )
-        .as_bytes(),
+        fstab(&old_fstab, root_uuid, &esp_uuid).as_bytes(),
         0o644,
         sde,
     )?;
@@ -472,7 +517,7 @@ pub fn assemble(tree: &Path, work: &Path, opts: &DiskOptions) -> Result<Assemble
     let boot_code = grub::bios_boot_code(&grub_files.boot_img()?, core_lba)?;
     tracing::info!("GRUB images in {:.1}s", t.elapsed().as_secs_f64());
 
-    // Filesystems.
+    // The ESP.
     let t = Instant::now();
     let esp_img = work.join("esp.img");
     esp::make(
@@ -485,22 +530,10 @@ pub fn assemble(tree: &Path, work: &Path, opts: &DiskOptions) -> Result<Assemble
         },
         &esp_img,
     )?;
-    let root_img = work.join("root.img");
-    ext4::make(
-        &ext4::Ext4Spec {
-            tree,
-            size: layout.root.size,
-            uuid: root_uuid,
-            label: ROOT_LABEL,
-            inodes: usage.inodes + 16,
-            source_date_epoch: sde,
-        },
-        &root_img,
-        work,
-    )?;
-    tracing::info!("filesystems in {:.1}s", t.elapsed().as_secs_f64());
+    tracing::info!("ESP in {:.1}s", t.elapsed().as_secs_f64());
 
-    // The disk.
+    // The disk: table, boot code, core.img, ESP, then the root filesystem
+    // made in place.
     let t = Instant::now();
     let raw = work.join("disk.raw");
     let mut f = File::options()
@@ -516,11 +549,25 @@ pub fn assemble(tree: &Path, work: &Path, opts: &DiskOptions) -> Result<Assemble
     f.seek(SeekFrom::Start(layout.bios_boot.offset))?;
     f.write_all(&core_img)?;
     copy_sparse(&esp_img, &f, layout.esp.offset)?;
-    copy_sparse(&root_img, &f, layout.root.offset)?;
-    f.sync_all()?;
+    drop(f);
     fs::remove_file(&esp_img).ok();
-    fs::remove_file(&root_img).ok();
-    tracing::info!("disk assembled in {:.1}s", t.elapsed().as_secs_f64());
+    ext4::make(
+        &ext4::Ext4Spec {
+            tree,
+            size: layout.root.size,
+            uuid: root_uuid,
+            label: ROOT_LABEL,
+            inodes: usage.inodes + 16,
+            source_date_epoch: sde,
+        },
+        &raw,
+        layout.root.offset,
+        work,
+    )?;
+    tracing::info!(
+        "root filesystem and disk in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
 
     Ok(Assembled {
         raw,
@@ -532,6 +579,29 @@ pub fn assemble(tree: &Path, work: &Path, opts: &DiskOptions) -> Result<Assemble
         tree: usage,
         min_disk_size: min_disk,
     })
+}
+
+/// /etc/fstab: the root and the ESP by UUID, after whatever the layers put
+/// there for other mount points (their own lines for / and /boot/efi, and
+/// comments, are dropped).
+pub fn fstab(existing: &str, root_uuid: Guid, esp_uuid: &str) -> String {
+    let mut out = format!(
+        "# Written by imgbuild: the root and the ESP, by UUID.\n\
+         UUID={root_uuid}\t/\text4\tdefaults,errors=remount-ro\t0\t1\n\
+         UUID={esp_uuid}\t/boot/efi\tvfat\tumask=0077,nofail\t0\t0\n"
+    );
+    for line in existing.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.is_empty() || fields[0].starts_with('#') {
+            continue;
+        }
+        if matches!(fields.get(1), Some(&"/") | Some(&"/boot/efi")) {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 /// The build's identity, from which every GUID and UUID derives: the tree's
@@ -713,6 +783,24 @@ mod tests {
         let e = check_outputs(&Outputs::plan(&opts), false).unwrap_err();
         assert_eq!(crate::exit::code_for(&e), crate::exit::BAD_INPUT);
         assert!(e.to_string().contains("does not exist"), "{e}");
+    }
+
+    #[test]
+    fn fstab_keeps_other_mounts() {
+        let u = Guid::parse("01234567-89ab-cdef-0123-456789abcdef");
+        let f = fstab(
+            "# UNCONFIGURED FSTAB FOR BASE SYSTEM\n/dev/sda1 / ext4 rw 0 1\n\
+             tmpfs /tmp tmpfs defaults 0 0\n",
+            u,
+            "1A2B-3C4D",
+        );
+        assert_eq!(
+            f,
+            "# Written by imgbuild: the root and the ESP, by UUID.\n\
+             UUID=01234567-89ab-cdef-0123-456789abcdef\t/\text4\tdefaults,errors=remount-ro\t0\t1\n\
+             UUID=1A2B-3C4D\t/boot/efi\tvfat\tumask=0077,nofail\t0\t0\n\
+             tmpfs /tmp tmpfs defaults 0 0\n"
+        );
     }
 
     #[test]

@@ -13,6 +13,11 @@
 //! the canonical recipe (YAML comments, key order and package order do not
 //! matter), and every input file's path, type, mode and sha256.
 //!
+//! A layer with packages and further steps also gets an entry for the tree
+//! right after its packages (layer name `NN-name+packages`, keyed by the
+//! parent and the package list), so a changed file or script does not rerun
+//! apt (see [`crate::rootfs`]).
+//!
 //! An entry is written under a temporary name and renamed; the manifest is
 //! written (atomically) last and is what makes an entry exist, so an
 //! interrupted build never leaves a corrupt entry. An exclusive `flock` on

@@ -98,8 +98,9 @@ pub struct BuildArgs {
     #[arg(long)]
     pub compress: bool,
 
-    /// Make the disk from this ready root tree (copied, never modified)
-    /// instead of building one from the layers.
+    /// Make the disk from this ready root tree instead of building one from
+    /// the layers (its files are never modified; the image's additions go to
+    /// a hard-linked or copied work tree).
     #[arg(long, value_name = "DIR")]
     pub tree: Option<PathBuf>,
 
@@ -198,6 +199,11 @@ pub struct TreeArgs {
     /// Print the layers as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+
+    /// Extract the final tree (in memory) and list its packages, exactly as
+    /// the main build's tree stage does, then discard it (for timing it).
+    #[arg(long, conflicts_with = "output")]
+    pub extract: bool,
 }
 
 #[derive(Debug, Args)]

@@ -228,7 +228,7 @@ pub fn write_table(disk: &mut File, layout: &Layout) -> Result<()> {
         .context("creating the GPT")?;
     gpt.align = MIB / SECTOR;
     for p in layout.partitions() {
-        if p.offset % MIB != 0 || p.size % MIB != 0 {
+        if p.offset & (MIB - 1) != 0 || p.size & (MIB - 1) != 0 {
             bail!("partition {} is not MiB aligned", p.name);
         }
         gpt[p.number] = gptman::GPTPartitionEntry {

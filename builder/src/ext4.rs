@@ -7,7 +7,7 @@
 //! inode times to it), so the same tree gives the same bytes.
 
 use std::ffi::CString;
-use std::fs::{self, File};
+use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -187,19 +187,23 @@ pub struct Ext4Spec<'a> {
     pub source_date_epoch: i64,
 }
 
-/// Makes the filesystem in a new file `out` of exactly `spec.size` bytes.
-/// `scratch` is a directory for the mke2fs.conf.
-pub fn make(spec: &Ext4Spec, out: &Path, scratch: &Path) -> Result<()> {
+/// Makes the filesystem in the existing file `disk` at byte `offset`,
+/// `spec.size` bytes long (mke2fs writes in place there and nowhere else, so
+/// the root filesystem needs no copy into the disk image). `scratch` is a
+/// directory for the mke2fs.conf.
+pub fn make(spec: &Ext4Spec, disk: &Path, offset: u64, scratch: &Path) -> Result<()> {
     let conf = scratch.join("mke2fs.conf");
     fs::write(&conf, MKE2FS_CONF).context("writing mke2fs.conf")?;
-    let f = File::options()
-        .write(true)
-        .create_new(true)
-        .open(out)
-        .with_context(|| format!("creating {}", out.display()))?;
-    f.set_len(spec.size)
-        .with_context(|| format!("sizing {}", out.display()))?;
-    drop(f);
+    let len = fs::metadata(disk)
+        .with_context(|| format!("reading {}", disk.display()))?
+        .len();
+    if offset + spec.size > len || spec.size & 1023 != 0 {
+        anyhow::bail!(
+            "the filesystem ({} bytes at {offset}) does not fit in {} ({len} bytes)",
+            spec.size,
+            disk.display()
+        );
+    }
     let uuid = spec.uuid.to_string();
     let mut cmd = seeds::cmd::command(
         "mkfs.ext4",
@@ -213,7 +217,7 @@ pub fn make(spec: &Ext4Spec, out: &Path, scratch: &Path) -> Result<()> {
             "-U",
             &uuid,
             "-E",
-            &format!("root_owner=0:0,hash_seed={uuid},nodiscard"),
+            &format!("root_owner=0:0,hash_seed={uuid},nodiscard,offset={offset}"),
         ],
     );
     let default_inodes = spec.size / INODE_RATIO;
@@ -221,7 +225,10 @@ pub fn make(spec: &Ext4Spec, out: &Path, scratch: &Path) -> Result<()> {
     if want_inodes > default_inodes {
         cmd.arg("-N").arg(want_inodes.to_string());
     }
-    cmd.arg("-d").arg(spec.tree).arg(out);
+    cmd.arg("-d")
+        .arg(spec.tree)
+        .arg(disk)
+        .arg(format!("{}k", spec.size / 1024));
     cmd.env("MKE2FS_CONFIG", &conf)
         .env("SOURCE_DATE_EPOCH", spec.source_date_epoch.to_string());
     seeds::cmd::run(&mut cmd).context("making the root filesystem")?;

@@ -100,6 +100,34 @@ pub fn convert(raw: &Path, out: &Path, format: Format, compress: bool) -> Result
     Ok(())
 }
 
+/// Replaces the random content ID qemu-img writes into a VMDK's descriptor
+/// (`CID=xxxxxxxx`) with `cid`, so the same input gives the same bytes.
+pub fn set_vmdk_cid(path: &Path, cid: u32) -> Result<()> {
+    use std::io::{Seek, SeekFrom, Write};
+    use std::os::unix::fs::FileExt;
+    let mut f = File::options()
+        .read(true)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let mut head = vec![0u8; 64 << 10];
+    let n = f.read_at(&mut head, 0)?;
+    head.truncate(n);
+    let at = head
+        .windows(5)
+        .position(|w| w == b"\nCID=")
+        .map(|i| i + 5)
+        .filter(|i| {
+            head.get(*i..i + 9)
+                .is_some_and(|h| h[..8].iter().all(u8::is_ascii_hexdigit) && h[8] == b'\n')
+        })
+        .context("the VMDK has no CID line in its descriptor")?;
+    f.seek(SeekFrom::Start(at as u64))?;
+    f.write_all(format!("{cid:08x}").as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}
+
 /// The sha256 of a file, as lowercase hex.
 pub fn sha256_file(path: &Path) -> Result<String> {
     let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
@@ -165,6 +193,28 @@ mod tests {
         assert_eq!(crate::exit::code_for(&e), crate::exit::BAD_INPUT);
         let e = Format::choose(&p("a.raw"), Some("vhdx")).unwrap_err();
         assert!(e.to_string().contains("unknown image format"), "{e}");
+    }
+
+    #[test]
+    fn vmdk_cid_is_replaced_in_place() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("x.vmdk");
+        let mut b = vec![0u8; 512];
+        b.extend_from_slice(
+            b"# Disk DescriptorFile\nversion=1\nCID=1e5c5da5\nparentCID=ffffffff\n",
+        );
+        b.resize(4096, 0);
+        std::fs::write(&p, &b).unwrap();
+        set_vmdk_cid(&p, 0xabcdef01).unwrap();
+        let after = std::fs::read(&p).unwrap();
+        assert_eq!(after.len(), b.len());
+        let text = String::from_utf8_lossy(&after);
+        assert!(
+            text.contains("\nCID=abcdef01\nparentCID=ffffffff\n"),
+            "{text}"
+        );
+        std::fs::write(&p, b"no descriptor").unwrap();
+        assert!(set_vmdk_cid(&p, 1).is_err());
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //!    base layer's key, so an archive update is a new base;
 //! 3. computes every layer's key from its inputs alone ([`crate::cache`]),
 //!    logs hit or miss (and why) per layer, and extracts the highest cached
-//!    layer — a no-op rebuild is one extraction;
+//!    state — a whole layer, or a layer's package stage (the tree right after
+//!    its apt step) — so a no-op rebuild is one extraction and a changed file
+//!    does not rerun apt;
 //! 4. builds the missing layers on top: layer 0 with mmdebstrap, every layer
 //!    then apt packages (in the tree, through chroot), its `files/` overlay,
 //!    host files, owners/modes, scripts and units; and stores each result in
@@ -199,6 +201,17 @@ struct Planned {
     cached: bool,
     /// Resolved sources of `host_files`, in recipe order.
     host_sources: Vec<PathBuf>,
+    /// The tree after this layer's packages, cached on its own when the
+    /// layer has further steps: changing a file or script then reruns only
+    /// those, not apt.
+    packages_stage: Option<Stage>,
+}
+
+/// An intermediate cache entry inside a layer.
+struct Stage {
+    inputs: Inputs,
+    key: String,
+    cached: bool,
 }
 
 /// A prepared build: stack loaded, archive probed, keys computed, lock held.
@@ -252,13 +265,17 @@ impl<'p> Run<'p> {
         let archive = probe_archive(&base, probe_dir.path())?;
         probe_dir.remove()?;
         step.done();
+        let from_env = match std::env::var("SOURCE_DATE_EPOCH") {
+            Ok(s) if !s.trim().is_empty() => Some(s.trim().parse::<i64>().map_err(|_| {
+                bad_input(format!(
+                    "SOURCE_DATE_EPOCH={s:?} is not a number of seconds"
+                ))
+            })?),
+            _ => None,
+        };
         let sde = opts
             .source_date_epoch
-            .or_else(|| {
-                std::env::var("SOURCE_DATE_EPOCH")
-                    .ok()
-                    .and_then(|s| s.trim().parse().ok())
-            })
+            .or(from_env)
             .or(archive.date)
             .unwrap_or(0);
 
@@ -273,6 +290,16 @@ impl<'p> Run<'p> {
                 archive: archive.hash.clone(),
                 source_date_epoch: sde,
             });
+            let packages_stage =
+                packages_stage_inputs(&layer, base.distro, parent.clone()).map(|inputs| {
+                    let key = inputs.key();
+                    let cached = cache.lookup(&key).is_some();
+                    Stage {
+                        inputs,
+                        key,
+                        cached,
+                    }
+                });
             let inputs = layer_inputs(&layer, base.distro, parent, base_inputs, &sources)?;
             let key = inputs.key();
             let cached = cache.lookup(&key).is_some();
@@ -282,6 +309,7 @@ impl<'p> Run<'p> {
                 key,
                 cached,
                 host_sources: sources,
+                packages_stage,
             });
         }
         Ok(Run {
@@ -304,12 +332,18 @@ impl<'p> Run<'p> {
         &self,
         want_tree: bool,
     ) -> anyhow::Result<(Vec<BuiltLayer>, Option<TreeDir>, Option<PathBuf>)> {
-        let top_cached = self.plan.iter().rposition(|p| p.cached);
+        // Resume from the highest cached state: a whole layer, or a layer's
+        // package stage (then that layer's remaining steps run).
+        let top_cached = self
+            .plan
+            .iter()
+            .rposition(|p| p.cached || p.packages_stage.as_ref().is_some_and(|s| s.cached));
+        let resume_in_layer = top_cached.filter(|&j| !self.plan[j].cached);
         let mut out = Vec::new();
         for (i, p) in self.plan.iter().enumerate() {
             let short = &p.key[..12];
             let outcome = match top_cached {
-                Some(j) if i == j => {
+                Some(j) if i == j && resume_in_layer.is_none() => {
                     self.progress
                         .info(&format!("{}: hit {short}", p.layer.name));
                     Outcome::Hit
@@ -327,6 +361,12 @@ impl<'p> Run<'p> {
                         Some(old) => cache::describe_diff(&cache::diff(&old.inputs, &p.inputs)),
                         None => format!("no earlier build of {} in the cache", p.layer.name),
                     };
+                    let why = match &p.packages_stage {
+                        Some(st) if st.cached => {
+                            format!("{why}; its packages are cached ({})", &st.key[..12])
+                        }
+                        _ => why,
+                    };
                     self.progress
                         .info(&format!("{}: miss {short}: {why}", p.layer.name));
                     Outcome::Built
@@ -338,7 +378,7 @@ impl<'p> Run<'p> {
                 outcome,
             });
         }
-        let all_cached = top_cached == Some(self.plan.len() - 1);
+        let all_cached = top_cached == Some(self.plan.len() - 1) && resume_in_layer.is_none();
         if all_cached && !want_tree {
             self.cache.touch(&self.plan[self.plan.len() - 1].key);
             return Ok((out, None, None));
@@ -349,20 +389,29 @@ impl<'p> Run<'p> {
         let first_to_build = match top_cached {
             Some(j) => {
                 let p = &self.plan[j];
-                let step = self.progress.step(format!("{}: extracting", p.layer.name));
+                let (key, what) = match (resume_in_layer, &p.packages_stage) {
+                    (Some(_), Some(st)) => (&st.key, "extracting its packages"),
+                    _ => (&p.key, "extracting"),
+                };
+                let step = self.progress.step(format!("{}: {what}", p.layer.name));
                 fs::create_dir(&root).with_context(|| format!("creating {}", root.display()))?;
-                archive::extract(&self.cache.archive_path(&p.key), &root, &step).with_context(
+                archive::extract(&self.cache.archive_path(key), &root, &step).with_context(
                     || format!("layer {}: extracting the cached tree", p.layer.name),
                 )?;
                 step.done();
-                self.cache.touch(&p.key);
-                j + 1
+                self.cache.touch(key);
+                if resume_in_layer.is_some() {
+                    j
+                } else {
+                    j + 1
+                }
             }
             None => 0,
         };
-        for p in &self.plan[first_to_build..] {
+        for (i, p) in self.plan.iter().enumerate().skip(first_to_build) {
             mount::check_interrupted()?;
-            self.build_layer(p, &root).map_err(|e| {
+            let from_packages = resume_in_layer == Some(i);
+            self.build_layer(p, &root, from_packages).map_err(|e| {
                 if mount::interrupted() {
                     e.context(format!("layer {}: interrupted", p.layer.name))
                 } else {
@@ -376,69 +425,36 @@ impl<'p> Run<'p> {
         Ok((out, Some(work), Some(root)))
     }
 
-    fn build_layer(&self, p: &Planned, root: &Path) -> anyhow::Result<()> {
+    /// Builds one layer in `root` (which holds its parent's tree, or
+    /// nothing for the base) and stores it. With `from_packages`, `root`
+    /// already holds this layer's package stage.
+    fn build_layer(&self, p: &Planned, root: &Path, from_packages: bool) -> anyhow::Result<()> {
         let name = &p.layer.name;
         let distro = self.base.distro;
-        // The apt package cache may be shared by several cache directories
-        // (--apt-cache): one apt at a time writes to it.
-        let _apt_lock = if p.layer.needs_chroot(distro) || p.layer.recipe.base.is_some() {
-            Some(cache::lock_file(
-                &self.apt_archives.join(".imgbuild.lock"),
-                "the apt package cache",
-            )?)
-        } else {
-            None
-        };
-        if p.layer.recipe.base.is_some() {
-            self.mmdebstrap(p, root)?;
-        }
-        let packages = p.layer.packages_for(distro);
-        let needs_chroot = p.layer.needs_chroot(distro);
-        let session = if needs_chroot {
-            Some(Chroot::open(
-                root,
-                &self.apt_archives,
-                &self.cache.apt_lists(&self.base),
-            )?)
-        } else {
-            None
-        };
         let env = ChrootEnv {
             layer: name.clone(),
             sde: self.sde,
         };
-        if p.layer.recipe.base.is_none() && !packages.is_empty() {
-            let step = self.progress.step(format!("{name}: apt-get update"));
-            let mut c = env.command(root, &["apt-get", "update", "-q"]);
-            c.args(APT_NET_OPTS);
-            cmd::run_streaming(&mut c, &mut |l| step.line(l)).context("apt-get update")?;
-            step.done();
-            mount::check_interrupted()?;
-            let step = self.progress.step(format!(
-                "{name}: apt-get install ({} packages)",
-                packages.len()
-            ));
-            let mut c = env.command(
-                root,
-                &[
-                    "apt-get",
-                    "install",
-                    "-y",
-                    "-q",
-                    "--no-install-recommends",
-                    "-o",
-                    "Dpkg::Options::=--force-confdef",
-                    "-o",
-                    "Dpkg::Options::=--force-confold",
-                    "-o",
-                    "Dpkg::Use-Pty=0",
-                ],
-            );
-            c.args(APT_NET_OPTS).args(&packages);
-            cmd::run_streaming(&mut c, &mut |l| step.line(l)).context("apt-get install")?;
-            step.done();
+        let packages = p.layer.packages_for(distro);
+        if p.layer.recipe.base.is_some() {
+            let _apt = self.lock_apt()?;
+            self.mmdebstrap(p, root)?;
+        } else if !packages.is_empty() && !from_packages {
+            let _apt = self.lock_apt()?;
+            let session = self.chroot(root)?;
+            self.install_packages(p, root, &env, &packages)?;
+            session.close()?;
+            cleanup_tree(root)?;
+            if let Some(stage) = &p.packages_stage {
+                self.store(
+                    root,
+                    &format!("{name}: archiving its packages"),
+                    &stage.inputs,
+                )?;
+            }
         }
         mount::check_interrupted()?;
+
         let files_dir = p.layer.dir.join(recipe::FILES_DIR);
         if files_dir.is_dir()
             || !p.layer.recipe.host_files.is_empty()
@@ -457,41 +473,98 @@ impl<'p> Run<'p> {
             }
             step.done();
         }
-        for script in &p.layer.recipe.scripts {
-            mount::check_interrupted()?;
-            let step = self.progress.step(format!("{name}: script {script}"));
-            run_script(root, &p.layer.dir.join(script), &env, &step)
-                .with_context(|| format!("script {script}"))?;
-            step.done();
-        }
-        for (verb, units) in [
-            ("enable", &p.layer.recipe.enable),
-            ("mask", &p.layer.recipe.mask),
-        ] {
-            if units.is_empty() {
-                continue;
+        let r = &p.layer.recipe;
+        if !r.scripts.is_empty() || !r.enable.is_empty() || !r.mask.is_empty() {
+            let session = self.chroot(root)?;
+            for script in &r.scripts {
+                mount::check_interrupted()?;
+                let step = self.progress.step(format!("{name}: script {script}"));
+                run_script(root, &p.layer.dir.join(script), &env, &step)
+                    .with_context(|| format!("script {script}"))?;
+                step.done();
             }
-            let step = self.progress.step(format!("{name}: systemctl {verb}"));
-            let mut c = env.command(root, &["systemctl", verb]);
-            c.args(units);
-            cmd::run_streaming(&mut c, &mut |l| step.line(l))
-                .with_context(|| format!("systemctl {verb}"))?;
-            step.done();
-        }
-        if let Some(s) = session {
-            s.close()?;
+            for (verb, units) in [("enable", &r.enable), ("mask", &r.mask)] {
+                if units.is_empty() {
+                    continue;
+                }
+                let step = self.progress.step(format!("{name}: systemctl {verb}"));
+                let mut c = env.command(root, &["systemctl", verb]);
+                c.args(units);
+                cmd::run_streaming(&mut c, &mut |l| step.line(l))
+                    .with_context(|| format!("systemctl {verb}"))?;
+                step.done();
+            }
+            session.close()?;
         }
         cleanup_tree(root)?;
         mount::check_interrupted()?;
+        self.store(root, &format!("{name}: archiving"), &p.inputs)
+    }
 
-        let step = self.progress.step(format!("{name}: archiving"));
+    /// One apt at a time writes to the apt package cache, which several
+    /// cache directories may share (`--apt-cache`).
+    fn lock_apt(&self) -> anyhow::Result<cache::CacheLock> {
+        cache::lock_file(
+            &self.apt_archives.join(".imgbuild.lock"),
+            "the apt package cache",
+        )
+    }
+
+    fn chroot(&self, root: &Path) -> anyhow::Result<Chroot> {
+        Chroot::open(root, &self.apt_archives, &self.cache.apt_lists(&self.base))
+    }
+
+    fn install_packages(
+        &self,
+        p: &Planned,
+        root: &Path,
+        env: &ChrootEnv,
+        packages: &[String],
+    ) -> anyhow::Result<()> {
+        let name = &p.layer.name;
+        let step = self.progress.step(format!("{name}: apt-get update"));
+        let mut c = env.command(root, &["apt-get", "update", "-q"]);
+        c.args(APT_NET_OPTS);
+        cmd::run_streaming(&mut c, &mut |l| step.line(l)).context("apt-get update")?;
+        step.done();
+        mount::check_interrupted()?;
+        let step = self.progress.step(format!(
+            "{name}: apt-get install ({} packages)",
+            packages.len()
+        ));
+        let mut c = env.command(
+            root,
+            &[
+                "apt-get",
+                "install",
+                "-y",
+                "-q",
+                "--no-install-recommends",
+                "-o",
+                "Dpkg::Options::=--force-confdef",
+                "-o",
+                "Dpkg::Options::=--force-confold",
+                "-o",
+                "Dpkg::Use-Pty=0",
+            ],
+        );
+        c.args(APT_NET_OPTS).args(packages);
+        cmd::run_streaming(&mut c, &mut |l| step.line(l)).context("apt-get install")?;
+        step.done();
+        Ok(())
+    }
+
+    /// Archives the tree at `root` into the cache under `inputs`' key.
+    fn store(&self, root: &Path, what: &str, inputs: &Inputs) -> anyhow::Result<()> {
+        let step = self.progress.step(what);
         let mounted = mount::mounts_under(root)?;
         if !mounted.is_empty() {
             bail!("not archiving: still mounted in the tree: {mounted:?}");
         }
-        let tmp = TempFile(self.cache.temp_archive_path(&p.key));
+        let key = inputs.key();
+        let tmp = TempFile(self.cache.temp_archive_path(&key));
         archive::create(root, &tmp.0, self.sde, &step)?;
-        let meta = self.cache.store(&tmp.0, &p.inputs)?;
+        let meta = self.cache.store(&tmp.0, inputs)?;
         step.done_with(&format!(
             "stored {} ({} MiB)",
             &meta.key[..12],
@@ -515,7 +588,7 @@ impl<'p> Run<'p> {
             .arg("--skip=essential/unlink")
             .arg(format!("--setup-hook={SYNC_IN}"))
             .arg(format!("--customize-hook={SYNC_OUT}"))
-            .arg("--customize-hook=rm -f \"$1/etc/resolv.conf\"; echo localhost > \"$1/etc/hostname\"");
+            .arg("--customize-hook=rm -f \"$1/etc/resolv.conf\" \"$1/etc/hostname\"; echo localhost > \"$1/etc/hostname\"; chmod 644 \"$1/etc/hostname\"");
         let packages = p.layer.packages_for(b.distro);
         if !packages.is_empty() {
             c.arg(format!("--include={}", packages.join(",")));
@@ -636,15 +709,19 @@ fn probe_archive(base: &BaseSettings, tmp: &Path) -> anyhow::Result<ArchiveState
     }
     let bytes = fs::read(&dest).with_context(|| format!("reading {}", dest.display()))?;
     let text = String::from_utf8_lossy(&bytes);
-    let date = text
-        .lines()
-        .take_while(|l| !l.is_empty() || !text.starts_with("-----BEGIN"))
-        .find_map(|l| l.strip_prefix("Date: "))
-        .and_then(parse_rfc2822);
+    let date = release_date(&text);
     Ok(ArchiveState {
         hash: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
         date,
     })
+}
+
+/// The `Date:` of a Release or InRelease file (before the signature block).
+fn release_date(text: &str) -> Option<i64> {
+    text.lines()
+        .take_while(|l| !l.starts_with("-----BEGIN PGP SIGNATURE"))
+        .find_map(|l| l.strip_prefix("Date: "))
+        .and_then(parse_rfc2822)
 }
 
 /// Parses `Sat, 10 May 2025 09:48:51 UTC` (the Release file's Date).
@@ -756,6 +833,31 @@ fn layer_inputs(
         base,
         recipe: canonical,
         files,
+    })
+}
+
+/// The inputs of a layer's package stage, when it has one: a layer above the
+/// base with packages and further steps (files, host files, scripts, units).
+fn packages_stage_inputs(
+    layer: &Layer,
+    distro: recipe::Distro,
+    parent: Option<ParentRef>,
+) -> Option<Inputs> {
+    let r = &layer.recipe;
+    let packages = layer.packages_for(distro);
+    let more = layer.dir.join(recipe::FILES_DIR).is_dir()
+        || !r.host_files.is_empty()
+        || !r.files.is_empty()
+        || !r.scripts.is_empty()
+        || !r.enable.is_empty()
+        || !r.mask.is_empty();
+    (r.base.is_none() && !packages.is_empty() && more).then(|| Inputs {
+        format: cache::FORMAT,
+        layer: format!("{}+packages", layer.name),
+        parent,
+        base: None,
+        recipe: serde_json::json!({ "packages": packages }),
+        files: BTreeMap::new(),
     })
 }
 
@@ -1122,6 +1224,8 @@ fn cleanup_tree(root: &Path) -> anyhow::Result<()> {
         "var/log/apt/eipp.log.xz",
         "var/lib/dbus/machine-id",
         "var/lib/systemd/random-seed",
+        // systemd-resolved's postinst backs up the build host's resolv.conf.
+        "etc/.resolv.conf.systemd-resolved.bak",
         "var/cache/debconf/config.dat-old",
         "var/cache/debconf/templates.dat-old",
         "var/lib/dpkg/status-old",
@@ -1211,6 +1315,10 @@ mod tests {
         );
         assert_eq!(parse_rfc2822("Thu, 01 Jan 1970 00:00:00 UTC"), Some(0));
         assert_eq!(parse_rfc2822("garbage"), None);
+        let signed = "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\nOrigin: Debian\n\
+                      Date: Sat, 10 May 2025 09:48:51 UTC\nSHA256:\n abc 1 main/x\n\
+                      -----BEGIN PGP SIGNATURE-----\n\nDate: Thu, 01 Jan 1970 00:00:00 UTC\n";
+        assert_eq!(release_date(signed), Some(1746870531));
     }
 
     #[test]
@@ -1378,6 +1486,32 @@ mod tests {
             "nameserver 127.0.0.53\n"
         );
         assert!(!root.join("etc/.resolv.conf.imgbuild-saved").exists());
+    }
+
+    #[test]
+    fn package_stage_ignores_files_and_scripts() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("30-app");
+        fs::create_dir_all(dir.join("files/etc")).unwrap();
+        fs::write(dir.join("files/etc/app.conf"), "a\n").unwrap();
+        let stage = |recipe: &str| {
+            fs::write(dir.join("layer.yml"), recipe).unwrap();
+            let layer = recipe::load_layer(&dir).unwrap();
+            packages_stage_inputs(&layer, recipe::Distro::Debian, None).map(|i| i.key())
+        };
+        let k = stage("packages: [nginx]\n").expect("packages and files: a stage");
+        fs::write(dir.join("files/etc/app.conf"), "b\n").unwrap();
+        assert_eq!(
+            stage("packages: [nginx]\nenable: [nginx.service]\n"),
+            Some(k.clone())
+        );
+        assert_ne!(stage("packages: [nginx, curl]\n"), Some(k));
+        fs::remove_dir_all(dir.join("files")).unwrap();
+        assert_eq!(
+            stage("packages: [nginx]\n"),
+            None,
+            "packages alone: no extra stage"
+        );
     }
 
     #[test]

@@ -61,6 +61,7 @@ pub fn tree(args: &TreeArgs, verbosity: i8) -> anyhow::Result<()> {
             built.move_to(dest)?;
             layers
         }
+        None if args.extract => rootfs::build_tree(&opts, &progress)?.layers.clone(),
         None => rootfs::cache_layers(&opts, &progress)?,
     };
     print_layers(&layers, args.json)

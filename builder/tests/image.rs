@@ -26,8 +26,20 @@ ecs:\n  settings: s\n  vault_encrypt: SECRET-ENCRYPT-KEY-42\n  vault_sign: SECRE
 const EPOCH: &str = "1700000000";
 
 const TOOLS: &[&str] = &[
-    "mkfs.ext4", "e2fsck", "debugfs", "mkfs.fat", "fsck.fat", "mmd", "mcopy", "mdir", "sgdisk",
-    "blkid", "qemu-img", "losetup", "cp", "chattr",
+    "mkfs.ext4",
+    "e2fsck",
+    "debugfs",
+    "mkfs.fat",
+    "fsck.fat",
+    "mmd",
+    "mcopy",
+    "mdir",
+    "sgdisk",
+    "blkid",
+    "qemu-img",
+    "losetup",
+    "cp",
+    "chattr",
 ];
 
 fn setup() -> std::sync::MutexGuard<'static, ()> {
@@ -56,12 +68,21 @@ fn stderr(o: &Output) -> String {
 }
 
 fn ok(o: &Output) {
-    assert!(o.status.success(), "imgbuild failed ({}):\n{}", o.status, stderr(o));
+    assert!(
+        o.status.success(),
+        "imgbuild failed ({}):\n{}",
+        o.status,
+        stderr(o)
+    );
 }
 
 fn bad(o: &Output, needle: &str) {
     assert_eq!(o.status.code(), Some(2), "want exit 2:\n{}", stderr(o));
-    assert!(stderr(o).contains(needle), "want {needle:?} in:\n{}", stderr(o));
+    assert!(
+        stderr(o).contains(needle),
+        "want {needle:?} in:\n{}",
+        stderr(o)
+    );
 }
 
 fn run(cmd: &str, args: &[&str]) -> String {
@@ -164,7 +185,11 @@ fn check_image(raw: &Path, m: &serde_json::Value, tree: &Path, scratch: &Path) {
     let (bios_off, _) = part("bios_boot");
     let mbr = read_range(raw, 0, 512);
     let boot_img = fs::read(tree.join("usr/lib/grub/i386-pc/boot.img")).unwrap();
-    assert_eq!(&mbr[0x68..0x1b8], &boot_img[0x68..0x1b8], "GRUB boot code in the MBR");
+    assert_eq!(
+        &mbr[0x68..0x1b8],
+        &boot_img[0x68..0x1b8],
+        "GRUB boot code in the MBR"
+    );
     assert_eq!(mbr[..2], boot_img[..2], "boot.img's jump");
     assert_eq!(
         u64::from_le_bytes(mbr[0x5c..0x64].try_into().unwrap()),
@@ -227,7 +252,12 @@ fn image_passes_the_tools_checks_and_is_reproducible() {
     for d in [&a, &b] {
         let t = Instant::now();
         ok(&imgbuild(&[
-            "--env", env_s, "--tree", tree_s, "-o", d.join("ecs.raw").to_str().unwrap(),
+            "--env",
+            env_s,
+            "--tree",
+            tree_s,
+            "-o",
+            d.join("ecs.raw").to_str().unwrap(),
         ]));
         eprintln!("raw build: {:.1}s", t.elapsed().as_secs_f64());
     }
@@ -254,7 +284,12 @@ fn image_passes_the_tools_checks_and_is_reproducible() {
     let (c, d) = (out("c"), out("d"));
     for dir in [&c, &d] {
         ok(&imgbuild(&[
-            "--env", env_s, "--tree", tree_s, "-o", dir.join("ecs.qcow2").to_str().unwrap(),
+            "--env",
+            env_s,
+            "--tree",
+            tree_s,
+            "-o",
+            dir.join("ecs.qcow2").to_str().unwrap(),
         ]));
     }
     assert_eq!(sums(&c), sums(&d), "qcow2 reproducible");
@@ -269,6 +304,23 @@ fn image_passes_the_tools_checks_and_is_reproducible() {
         )
         .unwrap();
     }
+    for i in 0..2 {
+        let v = work.path().join(format!("v{i}/ecs.vmdk"));
+        fs::create_dir(v.parent().unwrap()).unwrap();
+        imgbuild::output::convert(
+            &a.join("ecs.raw"),
+            &v,
+            imgbuild::output::Format::Vmdk,
+            false,
+        )
+        .unwrap();
+        imgbuild::output::set_vmdk_cid(&v, 0x1234_5678).unwrap();
+    }
+    assert_eq!(
+        imgbuild::output::sha256_file(&work.path().join("v0/ecs.vmdk")).unwrap(),
+        imgbuild::output::sha256_file(&work.path().join("v1/ecs.vmdk")).unwrap(),
+        "vmdk reproducible once its CID is fixed"
+    );
     let z0 = imgbuild::output::sha256_file(&work.path().join("z0.qcow2")).unwrap();
     let z1 = imgbuild::output::sha256_file(&work.path().join("z1.qcow2")).unwrap();
     assert_eq!(z0, z1, "compressed qcow2 reproducible");
@@ -283,7 +335,15 @@ fn image_passes_the_tools_checks_and_is_reproducible() {
     // Baked env: at /app/env.yml, mode 0600, no seed; existing outputs need --force.
     let e = out("e");
     let raw_e = e.join("ecs.raw");
-    let args = ["--env", env_s, "--tree", tree_s, "--bake-env", "-o", raw_e.to_str().unwrap()];
+    let args = [
+        "--env",
+        env_s,
+        "--tree",
+        tree_s,
+        "--bake-env",
+        "-o",
+        raw_e.to_str().unwrap(),
+    ];
     ok(&imgbuild(&args));
     assert!(!e.join("ecs.seed.iso").exists());
     bad(&imgbuild(&args), "--force");
@@ -295,7 +355,10 @@ fn image_passes_the_tools_checks_and_is_reproducible() {
         root["size"].as_u64().unwrap(),
     );
     let stat = run("debugfs", &["-R", "stat /app/env.yml", &lo.0]);
-    assert!(stat.contains("Mode:  0600") && stat.contains("User:     0"), "{stat}");
+    assert!(
+        stat.contains("Mode:  0600") && stat.contains("User:     0"),
+        "{stat}"
+    );
     let cat = run("debugfs", &["-R", "cat /app/env.yml", &lo.0]);
     assert_eq!(cat, ENV);
 }
@@ -359,11 +422,28 @@ fn bad_input_exits_2_and_says_what_is_wrong() {
         "cannot tell the image format",
     );
     bad(
-        &imgbuild(&["--env", env_s, "--tree", big, "--format", "vhdx", "-o", &o("x.img")]),
+        &imgbuild(&[
+            "--env",
+            env_s,
+            "--tree",
+            big,
+            "--format",
+            "vhdx",
+            "-o",
+            &o("x.img"),
+        ]),
         "unknown image format",
     );
     bad(
-        &imgbuild(&["--env", env_s, "--tree", big, "--compress", "-o", &o("x.raw")]),
+        &imgbuild(&[
+            "--env",
+            env_s,
+            "--tree",
+            big,
+            "--compress",
+            "-o",
+            &o("x.raw"),
+        ]),
         "--compress needs a qcow2",
     );
     let ro = work.path().join("ro");
@@ -377,11 +457,25 @@ fn bad_input_exits_2_and_says_what_is_wrong() {
     let bad_env = work.path().join("bad.yml");
     fs::write(&bad_env, "#cloud-config\nappliance: {}\n").unwrap();
     let t = Instant::now();
-    let r = imgbuild(&["--env", bad_env.to_str().unwrap(), "--tree", big, "-o", &o("ecs.qcow2")]);
+    let r = imgbuild(&[
+        "--env",
+        bad_env.to_str().unwrap(),
+        "--tree",
+        big,
+        "-o",
+        &o("ecs.qcow2"),
+    ]);
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
     bad(&r, "bad.yml");
     bad(
-        &imgbuild(&["--env", &o("missing.yml"), "--tree", big, "-o", &o("ecs.qcow2")]),
+        &imgbuild(&[
+            "--env",
+            &o("missing.yml"),
+            "--tree",
+            big,
+            "-o",
+            &o("ecs.qcow2"),
+        ]),
         "missing.yml",
     );
 
@@ -403,7 +497,16 @@ fn bad_input_exits_2_and_says_what_is_wrong() {
     assert!(!work.path().join("g.raw").exists());
 
     // A --size below what the tree needs says how much it needs.
-    let r = imgbuild(&["--env", env_s, "--tree", big, "--size", "300M", "-o", &o("s.raw")]);
+    let r = imgbuild(&[
+        "--env",
+        env_s,
+        "--tree",
+        big,
+        "--size",
+        "300M",
+        "-o",
+        &o("s.raw"),
+    ]);
     bad(&r, "too small");
     bad(&r, "needs a disk of at least");
     let left: Vec<_> = fs::read_dir(work.path())

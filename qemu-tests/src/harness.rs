@@ -483,8 +483,12 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
     fs::create_dir_all(&dir)?;
     let console_log = dir.join(format!("{}.log", spec.name));
     let port = free_port()?;
+    // qemu64 and two vCPUs boot fastest under TCG here (BENCHMARKS.md);
+    // the image's command line carries the i8042 cure for -smp 2.
     let mut vm = Vm::new(&console_log)
         .firmware(spec.firmware)
+        .cpu("qemu64")
+        .smp(2)
         .timeout(boot_timeout())
         .arg("-netdev")
         .arg(format!(
@@ -646,10 +650,32 @@ pub fn kernel_of(image: &Path, dir: &Path) -> Result<(PathBuf, PathBuf, String)>
         .map(str::trim)
         .find_map(|l| l.strip_prefix("initrd "))
         .ok_or_else(|| anyhow!("no `initrd` line in the image's grub.cfg:\n{cfg}"))?;
+    // GRUB may name the /vmlinuz and /initrd.img symlinks: follow them.
+    let resolve = |path: &str| -> Result<String> {
+        let mut p = path.trim().to_string();
+        for _ in 0..8 {
+            let st = debugfs(&format!("stat {p}"))?;
+            if !st.contains("Type: symlink") {
+                return Ok(p);
+            }
+            let dest = st
+                .split_once("Fast link dest: \"")
+                .and_then(|(_, r)| r.split_once('"'))
+                .map(|(d, _)| d.to_string())
+                .ok_or_else(|| anyhow!("cannot read the symlink {p} in the image:\n{st}"))?;
+            p = if dest.starts_with('/') {
+                dest
+            } else {
+                let parent = Path::new(&p).parent().unwrap_or(Path::new("/"));
+                parent.join(dest).display().to_string()
+            };
+        }
+        bail!("too many symlinks from {path} in the image")
+    };
     let k = dir.join("vmlinuz");
     let i = dir.join("initrd.img");
-    debugfs(&format!("dump {vmlinuz} {}", k.display()))?;
-    debugfs(&format!("dump {} {}", initrd.trim(), i.display()))?;
+    debugfs(&format!("dump {} {}", resolve(vmlinuz)?, k.display()))?;
+    debugfs(&format!("dump {} {}", resolve(initrd)?, i.display()))?;
     let _ = fs::remove_file(&raw);
     for f in [&k, &i] {
         if fs::metadata(f).map(|m| m.len()).unwrap_or(0) == 0 {

@@ -172,6 +172,7 @@ pub struct Vm {
     drives: Vec<Drive>,
     memory_mib: u32,
     smp: u32,
+    cpu: String,
     timeout: Duration,
     snapshot: bool,
     extra: Vec<String>,
@@ -196,6 +197,7 @@ impl Vm {
             drives: Vec::new(),
             memory_mib: 1024,
             smp: 1,
+            cpu: "max".into(),
             timeout: Duration::from_secs(300),
             snapshot: false,
             extra: Vec::new(),
@@ -232,6 +234,13 @@ impl Vm {
         self
     }
 
+    /// The CPU model under TCG (default `max`; `qemu64` boots a Debian
+    /// kernel faster under TCG: no AVX or SVM, so fewer modules load).
+    pub fn cpu(mut self, model: &str) -> Vm {
+        self.cpu = model.into();
+        self
+    }
+
     pub fn smp(mut self, n: u32) -> Vm {
         self.smp = n;
         self
@@ -264,7 +273,7 @@ impl Vm {
             .args(["-display", "none", "-nodefaults", "-monitor", "none"])
             .args(["-serial", "stdio", "-no-reboot"]);
         if accel == Accel::Tcg {
-            c.args(["-cpu", "max"]);
+            c.args(["-cpu", &self.cpu]);
         }
         if self.firmware == Firmware::Uefi {
             c.arg("-drive").arg(format!(
