@@ -61,30 +61,17 @@ log "cold build"
 t0=$(now)
 "$imgbuild" tree "${common[@]}" --extract >"$work/keys" 2>"$work/cold.log"
 cold=$(secs "$t0" "$(now)")
-"$imgbuild" tree "${common[@]}" -q -o "$work/tree" >/dev/null  # for its package list
-tree_size=$(du -sh "$work/tree" | cut -f1)
-pkgs=$(dpkg-query --admindir="$work/tree/var/lib/dpkg" -W -f='${db:Status-Abbrev} ${Package}\n' | awk '$1 == "ii" { print $2 }' | paste -sd, -)
+log "cold build: $cold s"
+# The final tree, in memory, for its size and package list.
+mkdir -p "$work/mem"
+mount -t tmpfs -o mode=0755 tmpfs "$work/mem"
+trap 'umount "$work/mem" "$work/plain" 2>/dev/null; rm -rf "$work"' EXIT
+"$imgbuild" tree "${common[@]}" -q -o "$work/mem/tree" >/dev/null
+tree_size=$(du -sh "$work/mem/tree" | cut -f1)
+pkgs=$(dpkg-query --admindir="$work/mem/tree/var/lib/dpkg" -W -f='${db:Status-Abbrev} ${Package}\n' | awk '$1 == "ii" { print $2 }' | paste -sd, -)
 npkgs=$(tr ',' '\n' <<<"$pkgs" | wc -l)
 suite=$(grep -o 'mmdebstrap [a-z]* [a-z]*' "$work/cold.log" | head -1 | awk '{ print $3 }')
-rm -rf "$work/tree"
-
-log "plain mmdebstrap with the same $npkgs packages"
-case "$distro" in
-  debian) mirror=http://deb.debian.org/debian; keyring=() ;;
-  ubuntu) mirror=http://archive.ubuntu.com/ubuntu; keyring=(--keyring=/usr/share/keyrings/ubuntu-archive-keyring.gpg) ;;
-esac
-export IMGBUILD_APT_ARCHIVES=$apt_cache
-# In memory, as imgbuild builds its trees.
-mkdir -p "$work/plain"
-mount -t tmpfs -o mode=0755 tmpfs "$work/plain"
-trap 'umount "$work/plain" 2>/dev/null; rm -rf "$work"' EXIT
-t0=$(now)
-mmdebstrap --mode=root --format=directory --variant=minbase "${keyring[@]}" \
-  --skip=essential/unlink \
-  --setup-hook='mkdir -p "$1/var/cache/apt/archives/partial"; find "$IMGBUILD_APT_ARCHIVES" -maxdepth 1 -name "*.deb" -exec cp -l -t "$1/var/cache/apt/archives" {} +' \
-  --include="$pkgs" "$suite" "$work/plain" "$mirror" 2>"$work/plain.log"
-plain=$(secs "$t0" "$(now)")
-umount "$work/plain"
+umount "$work/mem"
 
 top=$(ls -d "$work"/layers/[0-9][0-9]-*/ | sort | tail -1)
 top_name=$(basename "$top")
@@ -104,6 +91,7 @@ for i in $(seq "$runs"); do
   secs "$t0" "$(now)" >>"$work/top"
 done
 top_median=$(median <"$work/top")
+log "top layer: $(paste -sd' ' "$work/top")"
 
 log "no-op rebuilds"
 : >"$work/noop"
@@ -118,6 +106,26 @@ for i in $(seq $((runs + 2))); do
 done
 noop_median=$(median <"$work/noop")
 noop_extract_median=$(median <"$work/noop-extract")
+log "no-op: $(paste -sd' ' "$work/noop"); with extraction: $(paste -sd' ' "$work/noop-extract")"
+
+log "plain mmdebstrap with the same $npkgs packages"
+case "$distro" in
+  debian) mirror=http://deb.debian.org/debian; keyring=() ;;
+  ubuntu) mirror=http://archive.ubuntu.com/ubuntu; keyring=(--keyring=/usr/share/keyrings/ubuntu-archive-keyring.gpg) ;;
+esac
+export IMGBUILD_APT_ARCHIVES=$apt_cache
+# In memory, as imgbuild builds its trees.
+mkdir -p "$work/plain"
+mount -t tmpfs -o mode=0755 tmpfs "$work/plain"
+t0=$(now)
+mmdebstrap --mode=root --format=directory --variant=minbase "${keyring[@]}" \
+  --skip=essential/unlink \
+  --setup-hook='mkdir -p "$1/var/cache/apt/archives/partial"; find "$IMGBUILD_APT_ARCHIVES" -maxdepth 1 -name "*.deb" -exec cp -t "$1/var/cache/apt/archives" {} +' \
+  --include="$pkgs" "$suite" "$work/plain" "$mirror" 2>"$work/plain.log" \
+  || { tail -30 "$work/plain.log" >&2; exit 1; }
+plain=$(secs "$t0" "$(now)")
+log "plain mmdebstrap: $plain s"
+umount "$work/plain"
 pct=$(awk -v a="$top_median" -v b="$cold" 'BEGIN { printf "%.0f", 100 * a / b }')
 
 cat <<EOF

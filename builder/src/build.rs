@@ -458,7 +458,7 @@ pub fn assemble(tree: &Path, work: &Path, opts: &DiskOptions) -> Result<Assemble
             _ => usage.newest_mtime,
         },
     };
-    let identity = identity(tree, opts, root_size)?;
+    let identity = identity(tree, opts, root_size, sde)?;
     let layout = Layout::plan(&identity, disk::ESP_SIZE, root_size);
     let root_uuid = Guid::derive(&identity, "fs-root");
     let esp_id = Guid::derive(&identity, "fs-esp").0;
@@ -605,9 +605,11 @@ pub fn fstab(existing: &str, root_uuid: Guid, esp_uuid: &str) -> String {
 }
 
 /// The build's identity, from which every GUID and UUID derives: the tree's
-/// metadata (paths, types, modes, owners, sizes, mtimes, link targets) and
+/// metadata as the filesystem will hold it (paths, types, modes, owners,
+/// file sizes, link targets, mtimes clamped to `sde` as mkfs.ext4 clamps
+/// them; not directory sizes, which depend on the directory's history) and
 /// the disk settings.
-fn identity(tree: &Path, opts: &DiskOptions, root_size: u64) -> Result<Vec<u8>> {
+fn identity(tree: &Path, opts: &DiskOptions, root_size: u64, sde: i64) -> Result<Vec<u8>> {
     use std::os::unix::fs::MetadataExt;
     let mut h = Sha256::new();
     h.update(b"imgbuild-disk-1\0");
@@ -619,8 +621,8 @@ fn identity(tree: &Path, opts: &DiskOptions, root_size: u64) -> Result<Vec<u8>> 
             m.mode() as u64,
             m.uid() as u64,
             m.gid() as u64,
-            m.len(),
-            m.mtime() as u64,
+            if m.is_dir() { 0 } else { m.len() },
+            m.mtime().min(sde) as u64,
         ] {
             h.update(n.to_le_bytes());
         }
