@@ -57,6 +57,7 @@ if [ "$warm" = 1 ]; then
   rm -rf "$work/warm"
 fi
 
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 log "cold build"
 t0=$(now)
 "$imgbuild" tree "${common[@]}" --extract >"$work/keys" 2>"$work/cold.log"
@@ -134,6 +135,7 @@ cat <<EOF
 \`bench/tree.sh --distro $distro --runs $runs\` on $(nproc) cores, $(date -u +%Y-%m-%d), imgbuild $(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo unknown) (release build).
 Default stack (\`layers/\`: $(ls -d layers/[0-9][0-9]-*/ | xargs -n1 basename | paste -sd' ' -)) for $distro $suite; final tree $tree_size, $npkgs packages.
 Packages come from a warm apt cache in both cold runs (downloads not counted).
+Load average at the start: $load_start; at the end: $(cut -d' ' -f1-3 /proc/loadavg) (the machine is shared: compare figures of one run only).
 
 | what | time |
 | --- | --- |

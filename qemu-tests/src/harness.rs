@@ -439,8 +439,9 @@ impl BootSpec {
 pub struct Outcome {
     pub name: String,
     pub report: Option<Report>,
-    /// The status page's answer through the port forward (after the report).
-    pub http: Option<(u16, String)>,
+    /// The status page's answer through the port forward, asked after the
+    /// report: (status, body), or why there was none (e.g. no web server).
+    pub http: Result<(u16, String), String>,
     pub console: String,
     pub console_log: PathBuf,
     /// From QEMU's start to the report (or to `cut_at`).
@@ -450,6 +451,12 @@ pub struct Outcome {
 impl Outcome {
     pub fn report(&self) -> &Report {
         self.report.as_ref().expect("a boot with a report")
+    }
+
+    /// The status page's (status, body); status 0 and the error when there
+    /// was no answer.
+    pub fn page(&self) -> (u16, String) {
+        self.http.clone().unwrap_or_else(|e| (0, e))
     }
 
     /// The console's last lines, for failure messages.
@@ -518,7 +525,7 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
         return Ok(Outcome {
             name: spec.name.clone(),
             report: None,
-            http: None,
+            http: Err("no report: the power was cut".into()),
             console: read_console(),
             console_log,
             wall: b.marker_after,
@@ -538,13 +545,13 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
                 Err(_) => std::thread::sleep(Duration::from_millis(200)),
             }
         };
-        let http = http_get(port)?;
+        let http = http_get(port).map_err(|e| format!("{e:#}"));
         Ok((report, http))
     })?;
     Ok(Outcome {
         name: spec.name.clone(),
         report: Some(report),
-        http: Some(http),
+        http,
         console: read_console(),
         console_log,
         wall: b.marker_after,

@@ -151,14 +151,7 @@ fn ignore_storage(firmware: Firmware, name: &str) {
     };
     c.eq(r.firmware.as_str(), want_fw, "firmware");
     check_root_fills(&mut c, r, 8 * GIB);
-    check_handoff(
-        &mut c,
-        r,
-        o.http.as_ref().unwrap(),
-        &env_ignore_storage(),
-        &flat,
-        "cidata",
-    );
+    check_handoff(&mut c, r, &o.page(), &env_ignore_storage(), &flat, "cidata");
     c.finish();
 }
 
@@ -245,14 +238,7 @@ fn s3_volumes_on_free_space_and_blank_disk() {
     let r = o.report();
     let mut c = Checks::new(o);
     check_volumes(&mut c, r);
-    check_handoff(
-        &mut c,
-        r,
-        o.http.as_ref().unwrap(),
-        &env_volumes(),
-        &v.flat,
-        "cidata",
-    );
+    check_handoff(&mut c, r, &o.page(), &env_volumes(), &v.flat, "cidata");
     c.eq(r.root.disk_bytes, 12 * GIB, "boot disk size");
     c.finish();
 }
@@ -271,14 +257,7 @@ fn s4_second_boot_changes_nothing() {
     let (a, b) = (v.first.report(), second.report());
     let mut c = Checks::new(&second);
     check_volumes(&mut c, b);
-    check_handoff(
-        &mut c,
-        b,
-        second.http.as_ref().unwrap(),
-        &env_volumes(),
-        &v.flat,
-        "cidata",
-    );
+    check_handoff(&mut c, b, &second.page(), &env_volumes(), &v.flat, "cidata");
     c.eq(
         &b.ext_labels,
         &a.ext_labels,
@@ -317,7 +296,7 @@ fn s5_invalid_env_fails_visibly() {
     )));
     record_timing(&o);
     let r = o.report();
-    let http = o.http.as_ref().unwrap();
+    let http = &o.page();
     let mut c = Checks::new(&o);
     let reason = r
         .files
@@ -372,14 +351,7 @@ fn s6_baked_env_without_seed() {
     let r = o.report();
     let mut c = Checks::new(&o);
     check_root_fills(&mut c, r, 8 * GIB);
-    check_handoff(
-        &mut c,
-        r,
-        o.http.as_ref().unwrap(),
-        &env_ignore_storage(),
-        &flat,
-        "local",
-    );
+    check_handoff(&mut c, r, &o.page(), &env_ignore_storage(), &flat, "local");
     c.finish();
 }
 
@@ -416,14 +388,7 @@ fn s8_power_cut_while_creating_volumes_converges() {
     let r = again.report();
     let mut c = Checks::new(&again);
     check_volumes(&mut c, r);
-    check_handoff(
-        &mut c,
-        r,
-        again.http.as_ref().unwrap(),
-        &env_volumes(),
-        &flat,
-        "cidata",
-    );
+    check_handoff(&mut c, r, &again.page(), &env_volumes(), &flat, "cidata");
     c.finish();
 }
 
