@@ -344,7 +344,7 @@ for i in $(seq "$RUNS"); do
 done
 # Without --force mkosi does not rebuild at all: it refuses (the output exists).
 if "${MKOSI[@]}" -i build >"$R/logs/mkosi-noforce.log" 2>&1; then
-  setv mkosi_noforce "exits 0 without building"
+  setv mkosi_noforce "exits 0 without building: \"$(grep -m1 -o 'Output path.*' "$R/logs/mkosi-noforce.log" | sed 's/[[:space:]]*$//' || true)\""
 else
   setv mkosi_noforce "refuses: \"$(grep -m1 -o 'Output path.*' "$R/logs/mkosi-noforce.log" | sed 's/[[:space:]]*$//' || echo "see the log")\""
 fi
@@ -368,7 +368,7 @@ boot() { # boot NAME ARGS... → logs/NAME.json
     >"$R/logs/$name.json" 2>"$R/logs/$name.err" || log "warning: boot $name: $(cat "$R/logs/$name.json")"
 }
 OURS_MARKERS=(--marker 'agent=ecs-firstboot: (ok|standby|failed) .*[0-9]+ms'
-  --marker 'failed=appliance-failed|ecs-firstboot: failed|Failed to start'
+  --marker 'failed=ecs-firstboot: failed|appliance: failed|Failed to start'
   --marker 'ready=appliance: ready' --until ready)
 for fw in $FIRMWARE; do
   for i in $(seq "$BOOT_RUNS"); do
@@ -405,6 +405,10 @@ for v in OURS_RAW_ALLOC OURS_RAW_APPARENT OURS_QCOW2 OURS_QCOW2C PLAIN_RAW_ALLOC
   [ -n "${!v:-}" ] || printf -v "$v" '%s' "n/a"
 done
 incomplete=""
+regen=""
+if [ "$REPORT_ONLY" = 1 ]; then
+  regen="(Report rewritten on $(date -u '+%Y-%m-%d %H:%M UTC') with \`REPORT_ONLY=1\` from the results of the run below; no figure changed.) "
+fi
 if [ -z "${finished:-}" ]; then
   finished=$(stat -c %Y "$RES")
   incomplete="**This run was cut short**: figures marked n/a were not measured. "
@@ -430,9 +434,9 @@ num() { [ "$1" != n/a ] && [ -n "$1" ] && echo "$1" || echo -1; }
 
 {
 cat <<EOF
-# Benchmarks
+## imgbuild beside mkosi 24.3 and the plain pipeline (issue 7, \`bench/run.sh\`)
 
-${incomplete}Written by \`bench/run.sh\` — one run, on one machine; every figure below
+${incomplete}${regen}Written by \`bench/run.sh\` — one run, on one machine; every figure below
 comes from that run. Medians of N runs (N per row); all runs are listed at
 the end. The machine is shared and noisy: compare ratios within this file,
 not absolute times across machines.
@@ -449,7 +453,7 @@ not absolute times across machines.
 | SOURCE_DATE_EPOCH | $SOURCE_DATE_EPOCH (the commit's time), for every build |
 | kernel arguments | \`$CMDLINE\` added for all three (the i8042 probe hangs under TCG, see ../shared/MACHINE.md) |
 
-## Build
+### Build
 
 Cold: imgbuild with an empty \`--cache-dir\` but a warm apt package cache
 (\`--apt-cache\`; $warm_note); mkosi with its
@@ -479,7 +483,7 @@ The top layer is \`$TOP_NAME\`; the changed file is \`$VICTIM_REL\` (a
 comment appended per run). mkosi's changed file is \`mkosi.extra/etc/bench-stamp\`,
 the plain pipeline's \`/etc/bench-stamp\` in its kept tree.
 
-## Image size
+### Image size
 
 | | imgbuild | mkosi 24.3 | plain pipeline |
 | --- | --- | --- | --- |
@@ -490,7 +494,7 @@ the plain pipeline's \`/etc/bench-stamp\` in its kept tree.
 mkosi writes raw only; its qcow2 files are \`qemu-img convert\` of its
 \`image.raw\`, with the same options for the compressed one.
 
-## Boot under QEMU (TCG, 1 vCPU, 1 GiB, q35)
+### Boot under QEMU (TCG, 1 vCPU, 1 GiB, q35)
 
 Wall time from QEMU's start to a line on the serial console (N=$BOOT_RUNS per
 row). imgbuild's image boots with its seed ISO and \`examples/env.yml\`
@@ -514,7 +518,7 @@ cat <<EOF
 EOF
 done
 cat <<EOF
-## The first-boot agent
+### The first-boot agent
 
 As the agent logs it (the summary line ends with its own wall time), under
 TCG emulation here. Beside it, the ~4.7 s for cloud-init that the project's
@@ -532,9 +536,9 @@ EOF
 done
 cat <<EOF
 
-Summary lines: $(for f in "$R"/logs/ours-*.json; do l=$(jline "$f" agent); [ -n "$l" ] && printf '\`%s\` (%s); ' "$l" "$(basename "$f" .json)"; done)
+Summary lines: $(for f in "$R"/logs/ours-*.json; do l=$(jline "$f" agent); [ -n "$l" ] && printf '`%s` (%s); ' "$l" "$(basename "$f" .json)"; done)
 
-## Reproducibility
+### Reproducibility
 
 Two builds with the same inputs and SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH
 into two directories (\`-o A/ecs.raw\`, \`-o A/ecs.qcow2\`, then the same
@@ -544,10 +548,10 @@ raw build.
 | file | A | B | |
 | --- | --- | --- | --- |
 $repro_rows
-All identical: **$repro_all**. Across the $COLD_RUNS cold builds (each from an
-empty layer cache): $cold_repro ($cold_sums).
+All identical: **$repro_all**. Cold builds (each from an empty layer
+cache) compared with each other: $cold_repro ($cold_sums).
 
-## Targets
+### Targets
 
 | target | figure | |
 | --- | --- | --- |
@@ -567,7 +571,7 @@ EOF
 done
 cat <<EOF
 
-## What the plain pipeline lacks
+### What the plain pipeline lacks
 
 \`bench/plain-pipeline.sh\` makes the same disk shape (GPT: BIOS boot
 partition with GRUB's core.img, FAT32 ESP with GRUB's BOOTX64.EFI, ext4 root
@@ -576,7 +580,7 @@ but has no cache (any change means a new mmdebstrap unless one keeps and
 edits the tree by hand), no first-boot agent, no appliance units, no seed,
 fixed rather than input-derived UUIDs, and no manifest or checksums.
 
-## All runs
+### All runs
 
 | measurement | runs (s) | 1-min load average when each run started |
 | --- | --- | --- |
@@ -587,9 +591,27 @@ cat <<EOF
 Peak RSS (KiB) per run: $(awk -F'\t' '$3 > 0 { printf "%s %s; ", $1, $3 }' "$RES")
 EOF
 if [ -n "${BENCH_NOTES:-}" ]; then
-  printf '\n## Notes by whoever ran it\n\n'
+  printf '\n### Notes by whoever ran it\n\n'
   cat "$BENCH_NOTES"
 fi
-} >"$BENCH_OUT"
+} >"$R/report.md"
+
+# BENCH_OUT holds other scripts' sections too (bench/tree.sh, bench/disk.sh):
+# replace only this script's section, between its markers, or append it.
+python3 - "$BENCH_OUT" "$R/report.md" <<'PYEOF2'
+import os, sys
+out, new = sys.argv[1], open(sys.argv[2]).read()
+begin, end = "<!-- bench/run.sh: begin -->\n", "<!-- bench/run.sh: end -->\n"
+block = begin + new + end
+old = open(out).read() if os.path.exists(out) else "# Benchmarks\n\nEach section is printed by the script it names; rerun the script to refresh it.\n"
+if begin in old and end in old:
+    a = old.index(begin)
+    b = old.index(end) + len(end)
+    text = old[:a] + block + old[b:]
+else:
+    text = old.rstrip("\n") + "\n\n" + block
+open(out + ".tmp", "w").write(text)
+os.replace(out + ".tmp", out)
+PYEOF2
 
 log "wrote $BENCH_OUT (work files in $R)"
