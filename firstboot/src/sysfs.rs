@@ -80,31 +80,11 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountLine> {
         out.push(MountLine {
             major,
             minor,
-            mountpoint: PathBuf::from(unescape_octal(fields[4])),
+            mountpoint: PathBuf::from(seeds::mountinfo::unescape(fields[4])),
             fstype: fields[sep + 1].to_string(),
         });
     }
     out
-}
-
-fn unescape_octal(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 4 <= b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn read_trim(p: &Path) -> io::Result<String> {

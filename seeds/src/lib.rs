@@ -9,6 +9,7 @@ pub mod env;
 pub mod fat;
 pub mod flatten;
 pub mod iso;
+pub mod mountinfo;
 pub mod nocloud;
 pub mod secret;
 pub mod seed;
