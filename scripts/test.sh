@@ -3,7 +3,7 @@
 # QEMU, and a short bounded fuzz run. Installs the host packages first
 # (idempotent). Needs root: building root trees and images does.
 #
-#   scripts/test.sh          (as root)
+#   bash scripts/test.sh     (as root)
 #
 # The layer cache lives outside the checkout (IMGBUILD_CACHE_DIR, default
 # $XDG_CACHE_HOME/imgbuild or ~/.cache/imgbuild), so only the first run on a
