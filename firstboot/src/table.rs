@@ -62,15 +62,23 @@ fn lock_exclusive(f: &File, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Opens `path` for reading and writing, with its metadata.
+fn open_rw(path: &Path) -> Result<(File, std::fs::Metadata)> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("reading the metadata of {}", path.display()))?;
+    Ok((file, meta))
+}
+
 impl DiskFile {
     /// Opens a real disk (must be a block device).
     pub fn open_device(path: &Path) -> Result<Self> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        let meta = file.metadata()?;
+        let (file, meta) = open_rw(path)?;
         ensure!(
             meta.file_type().is_block_device(),
             "{} is not a block device",
@@ -91,12 +99,7 @@ impl DiskFile {
     /// Opens a disk image file. Refuses block devices: this is the
     /// constructor tests use, and it must never touch a real disk.
     pub fn open_image(path: &Path, sector_size: u64) -> Result<Self> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        let meta = file.metadata()?;
+        let (file, meta) = open_rw(path)?;
         ensure!(
             meta.file_type().is_file(),
             "{} is not a regular file; refusing to treat it as an image",
