@@ -37,6 +37,7 @@ base_pkgs=(
   ovmf                # UEFI firmware for boot tests
   cloud-image-utils   # cloud-localds, a second seed writer the reader must accept
   python3             # reference flattener tooling in tests
+  xfsprogs btrfs-progs cryptsetup-bin # the agent's signature probe is checked against libblkid on real filesystems
 )
 backports_pkgs=(
   qemu-system-x86     # boot tests (must come from backports: qemu-utils 10 is preinstalled)

@@ -281,9 +281,12 @@ pub fn early_cfg(root_uuid: Guid) -> String {
     )
 }
 
-/// The kernel command line: the root, `ro`, the consoles, then `extra`.
+/// The kernel command line: the root, `ro`, `gpt`, the consoles, then
+/// `extra`. `gpt` lets Linux fall back to the backup GPT when the primary
+/// is torn (ecs-firstboot rewrites the primary last when it grows the disk;
+/// a power cut between its two sector writes leaves only the backup valid).
 pub fn kernel_cmdline(root_uuid: Guid, extra: &str) -> String {
-    let mut c = format!("root=UUID={root_uuid} ro console=tty0 console=ttyS0,115200");
+    let mut c = format!("root=UUID={root_uuid} ro gpt console=tty0 console=ttyS0,115200");
     let extra = extra.trim();
     if !extra.is_empty() {
         c.push(' ');
@@ -482,7 +485,7 @@ mod tests {
         let c = kernel_cmdline(u, " quiet ");
         assert_eq!(
             c,
-            "root=UUID=01234567-89ab-cdef-0123-456789abcdef ro console=tty0 console=ttyS0,115200 quiet"
+            "root=UUID=01234567-89ab-cdef-0123-456789abcdef ro gpt console=tty0 console=ttyS0,115200 quiet"
         );
         let k = Kernel {
             vmlinuz: "/vmlinuz".into(),

@@ -6,7 +6,7 @@
 //! The boot disk is opened (and locked) first, so the facts that decide
 //! table edits are read under the same lock as the edits are made.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -141,11 +141,14 @@ pub fn gather(sys: &System, etc: &Path, open: Opener) -> Result<Gathered> {
     let mut boot_parts: BTreeMap<u32, PathBuf> = BTreeMap::new();
     // The boot disk's partitions, always (even when the disk is of a kind
     // the disk listing skips, such as a loop device).
+    let bios_boot = bios_boot_partitions(&mut disk, &table)?;
     for p in sys.partitions(&disk_name).unwrap_or_default() {
         if let Some(n) = p.partition {
             let node = sys.node(&p.name);
             boot_parts.insert(n, node.clone());
-            probe_list.push(node);
+            if !bios_boot.contains(&n) {
+                probe_list.push(node);
+            }
         }
     }
     for d in sys.disks().context("listing block devices")? {
@@ -166,7 +169,12 @@ pub fn gather(sys: &System, etc: &Path, open: Opener) -> Result<Gathered> {
         probe_list.push(node);
         probe_list.extend(parts.iter().map(|p| sys.node(&p.name)));
     }
-    let sigs = probe::signatures(&probe_list);
+    let mut sigs = probe::signatures(&probe_list);
+    for n in &bios_boot {
+        if let Some(node) = boot_parts.get(n) {
+            sigs.insert(node.clone(), vec![bios_boot_signature()]);
+        }
+    }
 
     for d in &mut others {
         d.signatures = sigs.get(&d.path).cloned().unwrap_or_default();
@@ -243,6 +251,32 @@ pub fn gather(sys: &System, etc: &Path, open: Opener) -> Result<Gathered> {
         disk,
         disk_name,
     })
+}
+
+/// GPT type "BIOS boot" (GRUB's core.img), in the on-disk byte order.
+const BIOS_BOOT: [u8; 16] = *b"Hah!IdontNeedEFI";
+
+/// The boot disk's BIOS boot partitions. They hold GRUB's core.img, which
+/// no prober recognises; they are neither volumes nor blank, so they are
+/// not probed (on every boot libblkid would otherwise be asked, in vain).
+fn bios_boot_partitions(disk: &mut DiskFile, table: &Table) -> Result<BTreeSet<u32>> {
+    if !matches!(table, Table::Gpt(_)) {
+        return Ok(BTreeSet::new());
+    }
+    let gpt = disk.read_gpt()?;
+    Ok(gpt
+        .iter()
+        .filter(|(_, e)| e.is_used() && e.partition_type_guid == BIOS_BOOT)
+        .map(|(n, _)| n)
+        .collect())
+}
+
+/// What stands for a BIOS boot partition's content.
+pub fn bios_boot_signature() -> Signature {
+    Signature {
+        kind: "BIOS boot partition (GRUB)".into(),
+        label: None,
+    }
 }
 
 /// How tests name a partition of an image file (no such node exists).

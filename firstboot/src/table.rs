@@ -14,7 +14,8 @@
 //!    except for the array sectors written just before it; firmware and
 //!    GRUB then use the backup written in step 1, which already holds the
 //!    new table. (The Linux kernel only falls back to the backup with the
-//!    `gpt` command-line option; the window is two sector writes long.)
+//!    `gpt` command-line option, which imgbuild's images carry; the window
+//!    is two sector writes long.)
 //! 3. the protective MBR's size field, when the disk grew (one sector).
 //!
 //! An MBR edit is one 512-byte sector write.
