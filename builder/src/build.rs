@@ -5,6 +5,11 @@
 //! kernel and GRUB in the tree), so bad input fails in a second. Every file
 //! is built under a temporary directory in the output directory and renamed
 //! into place at the end; a failure removes it and leaves no partial output.
+//!
+//! A build from layers looks its image up in the image cache
+//! ([`crate::imagecache`]) once the layers' keys are known: a hit copies the
+//! image and skips the tree and the assembly; a miss stores what it made.
+//! The seed, SHA256SUMS and the manifest are written the same way either way.
 
 use std::fs::{self, File};
 use std::io::{Seek, SeekFrom, Write};
@@ -17,6 +22,7 @@ use sha2::{Digest, Sha256};
 
 use crate::disk::{self, Guid, Layout, MIB};
 use crate::exit::bad_input;
+use crate::imagecache::{self, ImageInputs, ImageSpec, Images, Lookup, ManifestParts, Programs};
 use crate::output::{self, human, Format};
 use crate::progress::Progress;
 use crate::{esp, ext4, grub, rootfs};
@@ -51,6 +57,9 @@ pub struct BuildOptions {
     pub tree: Option<PathBuf>,
     /// The layer stack to build the tree from (when there is no `--tree`).
     pub layers: Option<rootfs::TreeOptions>,
+    /// `--no-image-cache`: assemble the disk even when the image is cached,
+    /// and do not store it.
+    pub no_image_cache: bool,
     /// -1 quiet, 0 normal, 1 verbose (for the progress display).
     pub verbosity: i8,
 }
@@ -126,7 +135,7 @@ pub struct DiskOptions {
 }
 
 /// What [`assemble`] made.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Assembled {
     #[serde(skip)]
     pub raw: PathBuf,
@@ -178,77 +187,55 @@ pub fn run(opts: &BuildOptions) -> Result<()> {
                 out_dir(&opts.output).display()
             )
         })?;
-
-    // The tree: a work copy this build may modify.
-    let t = Instant::now();
-    let (tree, info, built, sde) = match (&opts.tree, &opts.layers) {
-        (Some(src), _) => {
-            let work = tmp.path().join("tree");
-            copy_tree(src, &work)?;
-            let info = TreeInfo {
-                layers: vec![],
-                source: Some(src.display().to_string()),
-            };
-            (work, info, None, None)
-        }
-        (None, Some(layers)) => {
-            let built = rootfs::build_tree(layers, &Progress::new(opts.verbosity))?;
-            let info = TreeInfo {
-                layers: built.layers.clone(),
-                source: None,
-            };
-            let sde = built.source_date_epoch;
-            (built.root.clone(), info, Some(built), Some(sde))
-        }
-        (None, None) => bail!("neither a tree nor layers to build one from"),
-    };
-    tracing::info!("root tree ready in {:.1}s", t.elapsed().as_secs_f64());
-    let packages = match &built {
-        Some(b) => b.packages.clone(),
-        None => rootfs::installed_packages(&tree)?,
-    };
-
-    let disk_opts = DiskOptions {
-        size,
-        cmdline: opts.cmdline.clone(),
-        baked_env: opts.bake_env.then(|| env_bytes.clone()),
-        source_date_epoch: sde,
-    };
-    let a = assemble(&tree, tmp.path(), &disk_opts)?;
-    match built {
-        // Dropping the built tree removes its work directory.
-        Some(b) => drop(b),
-        None => {
-            fs::remove_dir_all(&tree).with_context(|| format!("removing {}", tree.display()))?
-        }
-    }
-
-    // The image.
-    let t = Instant::now();
     // The final name already: a VMDK's descriptor names its own file.
     let image_tmp = tmp.path().join(
         outs.image
             .file_name()
             .context("the output has no file name")?,
     );
-    match format {
-        Format::Raw => fs::rename(&a.raw, &image_tmp)?,
-        Format::Qcow2 => output::convert(&a.raw, &image_tmp, format, opts.compress)?,
-        Format::Vmdk => {
-            output::convert(&a.raw, &image_tmp, format, false)?;
-            let g = a.layout.disk_guid.0;
-            output::set_vmdk_cid(&image_tmp, u32::from_be_bytes([g[0], g[1], g[2], g[3]]))?;
+    let progress = Progress::new(opts.verbosity);
+
+    // The layers' keys (nothing extracted yet), and the image cache.
+    let stack = match (&opts.tree, &opts.layers) {
+        (Some(_), _) => None,
+        (None, Some(layers)) => Some(rootfs::resolve(layers, &progress)?),
+        (None, None) => bail!("neither a tree nor layers to build one from"),
+    };
+    let disk_opts = DiskOptions {
+        size,
+        cmdline: opts.cmdline.clone(),
+        baked_env: opts.bake_env.then(|| env_bytes.clone()),
+        source_date_epoch: stack.as_ref().map(|s| s.source_date_epoch()),
+    };
+    let cached = match &stack {
+        Some(s) => look_up_image(s, opts, format, &disk_opts)?,
+        None => None,
+    };
+
+    // The image: a copy of the cached one, else made from the tree.
+    let restored = match (&stack, &cached) {
+        (Some(s), Some(c)) => restore_image(s, c, &image_tmp),
+        _ => None,
+    };
+    let made = match restored {
+        Some(made) => {
+            // Unlocks the cache.
+            drop(stack);
+            made
         }
-    }
-    File::open(&image_tmp)
-        .and_then(|f| f.sync_all())
-        .context("syncing the image")?;
-    tracing::info!("image: {format} in {:.1}s", t.elapsed().as_secs_f64());
+        None => make_image(opts, stack, tmp.path(), &image_tmp, format, &disk_opts)?,
+    };
+    crate::mount::check_interrupted()?;
 
     // The seed.
     let seed_tmp = tmp.path().join("seed.iso");
     if outs.seed.is_some() {
-        write_seed(&env_bytes, &env, a.source_date_epoch, &seed_tmp)?;
+        write_seed(
+            &env_bytes,
+            &env,
+            made.parts.disk.source_date_epoch,
+            &seed_tmp,
+        )?;
     }
 
     // Sums and manifest.
@@ -257,11 +244,15 @@ pub fn run(opts: &BuildOptions) -> Result<()> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default()
     };
+    let image_sha = match &made.sha256 {
+        Some(sha) => sha.clone(),
+        None => output::sha256_file(&image_tmp)?,
+    };
     let seed_sha = match &outs.seed {
         Some(_) => Some(output::sha256_file(&seed_tmp)?),
         None => None,
     };
-    let mut sums = vec![(output::sha256_file(&image_tmp)?, name(&outs.image))];
+    let mut sums = vec![(image_sha.clone(), name(&outs.image))];
     if let (Some(seed), Some(sha)) = (&outs.seed, &seed_sha) {
         if out_dir(seed) == out_dir(&outs.image) {
             sums.push((sha.clone(), name(seed)));
@@ -273,9 +264,9 @@ pub fn run(opts: &BuildOptions) -> Result<()> {
             file: name(&outs.image),
             format,
             compressed: opts.compress,
-            virtual_size: a.layout.size,
+            virtual_size: made.parts.disk.layout.size,
             file_size: fs::metadata(&image_tmp)?.len(),
-            sha256: sums[0].0.clone(),
+            sha256: image_sha.clone(),
         },
         seed: outs
             .seed
@@ -290,9 +281,9 @@ pub fn run(opts: &BuildOptions) -> Result<()> {
         } else {
             "on the seed"
         },
-        disk: &a,
-        tree: &info,
-        packages: &packages,
+        disk: &made.parts.disk,
+        tree: &made.tree,
+        packages: &made.parts.packages,
     };
     let mut manifest_json = serde_json::to_vec_pretty(&manifest)?;
     manifest_json.push(b'\n');
@@ -304,6 +295,12 @@ pub fn run(opts: &BuildOptions) -> Result<()> {
         0o644,
     )
     .context("writing SHA256SUMS")?;
+
+    // A new image goes into the image cache before it is the user's to change.
+    if let Some(c) = cached.as_ref().filter(|_| !made.from_cache) {
+        imagecache::store_after_build(&c.images, &c.inputs, &image_tmp, &image_sha, &made.parts);
+    }
+    crate::mount::check_interrupted()?;
 
     // Into place: the image last, so an image never exists without its sums.
     if let Some(seed) = &outs.seed {
@@ -319,10 +316,188 @@ pub fn run(opts: &BuildOptions) -> Result<()> {
         "wrote {} ({}, virtual {}) in {:.1}s",
         outs.image.display(),
         human(manifest.image.file_size),
-        human(a.layout.size),
+        human(made.parts.disk.layout.size),
         t0.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The image at its work path, with what the manifest needs from the tree
+/// and the assembly.
+struct Made {
+    parts: ManifestParts,
+    tree: TreeInfo,
+    /// The image's sha256 when already known (a restored image is hashed to
+    /// check it).
+    sha256: Option<String>,
+    /// Copied from the image cache.
+    from_cache: bool,
+}
+
+/// How this build uses the image cache: its entries, this image's key
+/// inputs, and the entry when it is there.
+struct CachedImage {
+    images: Images,
+    inputs: ImageInputs,
+    hit: Option<Box<imagecache::Entry>>,
+}
+
+/// Looks the image up in the image cache and logs a miss and why; `None`
+/// with `--no-image-cache`. A hit needs the top layer in the layer cache
+/// too, so the manifest's layers read as they would after a miss.
+fn look_up_image(
+    stack: &rootfs::Stack,
+    opts: &BuildOptions,
+    format: Format,
+    disk: &DiskOptions,
+) -> Result<Option<CachedImage>> {
+    if opts.no_image_cache {
+        tracing::info!("image: the image cache is off (--no-image-cache)");
+        return Ok(None);
+    }
+    let spec = ImageSpec {
+        top_layer: stack.top(),
+        source_date_epoch: stack.source_date_epoch(),
+        format,
+        compress: opts.compress,
+        size: disk.size,
+        cmdline: &disk.cmdline,
+        baked_env: disk.baked_env.as_deref(),
+        output: &opts.output,
+    };
+    let inputs = imagecache::image_inputs(&spec, &Programs::of_this_process()?);
+    let images = Images::new(stack.cache());
+    let key = inputs.key();
+    let hit = if !stack.top_cached() {
+        tracing::info!(
+            "image: miss {}: layer {} is not cached",
+            &key[..12],
+            spec.top_layer.layer
+        );
+        None
+    } else {
+        match images.lookup(&inputs) {
+            Lookup::Hit(e) => Some(e),
+            Lookup::Miss(why) => {
+                tracing::info!("image: miss {}: {why}", &key[..12]);
+                None
+            }
+        }
+    };
+    Ok(Some(CachedImage {
+        images,
+        inputs,
+        hit,
+    }))
+}
+
+/// On a hit, copies the cached image to `image_tmp` (nothing is extracted
+/// or assembled). `None` on a miss, or when the copy is not the image the
+/// entry recorded (said in a warning; the build then assembles it).
+fn restore_image(stack: &rootfs::Stack, cached: &CachedImage, image_tmp: &Path) -> Option<Made> {
+    let entry = cached.hit.as_ref()?;
+    let t = Instant::now();
+    let layers = stack.report();
+    tracing::info!("image: hit {}", &entry.meta.key[..12]);
+    let restored = cached.images.restore(entry, image_tmp).and_then(|sha| {
+        File::open(image_tmp)
+            .and_then(|f| f.sync_all())
+            .context("syncing the image")?;
+        Ok(sha)
+    });
+    match restored {
+        Ok(sha256) => {
+            tracing::info!(
+                "image: copied from the cache in {:.1}s",
+                t.elapsed().as_secs_f64()
+            );
+            Some(Made {
+                parts: entry.parts.clone(),
+                tree: TreeInfo {
+                    layers,
+                    source: None,
+                },
+                sha256: Some(sha256),
+                from_cache: true,
+            })
+        }
+        Err(e) => {
+            tracing::warn!("image: the cached image is not usable, assembling it: {e:#}");
+            let _ = fs::remove_file(image_tmp);
+            None
+        }
+    }
+}
+
+/// Makes the image at `image_tmp`: the tree (a work copy of `--tree`, or
+/// the layers extracted and built), the raw disk assembled from it in
+/// `work`, then the image in its format.
+fn make_image(
+    opts: &BuildOptions,
+    stack: Option<rootfs::Stack>,
+    work: &Path,
+    image_tmp: &Path,
+    format: Format,
+    disk_opts: &DiskOptions,
+) -> Result<Made> {
+    // The tree: a work copy this build may modify.
+    let t = Instant::now();
+    let (tree, info, built) = match (&opts.tree, stack) {
+        (Some(src), _) => {
+            let copy = work.join("tree");
+            copy_tree(src, &copy)?;
+            let info = TreeInfo {
+                layers: vec![],
+                source: Some(src.display().to_string()),
+            };
+            (copy, info, None)
+        }
+        (None, Some(stack)) => {
+            let built = stack.build()?;
+            let info = TreeInfo {
+                layers: built.layers.clone(),
+                source: None,
+            };
+            (built.root.clone(), info, Some(built))
+        }
+        (None, None) => bail!("neither a tree nor layers to build one from"),
+    };
+    tracing::info!("root tree ready in {:.1}s", t.elapsed().as_secs_f64());
+    let packages = match &built {
+        Some(b) => b.packages.clone(),
+        None => rootfs::installed_packages(&tree)?,
+    };
+
+    let a = assemble(&tree, work, disk_opts)?;
+    match built {
+        // Dropping the built tree removes its work directory.
+        Some(b) => drop(b),
+        None => {
+            fs::remove_dir_all(&tree).with_context(|| format!("removing {}", tree.display()))?
+        }
+    }
+
+    // The image.
+    let t = Instant::now();
+    match format {
+        Format::Raw => fs::rename(&a.raw, image_tmp)?,
+        Format::Qcow2 => output::convert(&a.raw, image_tmp, format, opts.compress)?,
+        Format::Vmdk => {
+            output::convert(&a.raw, image_tmp, format, false)?;
+            let g = a.layout.disk_guid.0;
+            output::set_vmdk_cid(image_tmp, u32::from_be_bytes([g[0], g[1], g[2], g[3]]))?;
+        }
+    }
+    File::open(image_tmp)
+        .and_then(|f| f.sync_all())
+        .context("syncing the image")?;
+    tracing::info!("image: {format} in {:.1}s", t.elapsed().as_secs_f64());
+    Ok(Made {
+        parts: ManifestParts { disk: a, packages },
+        tree: info,
+        sha256: None,
+        from_cache: false,
+    })
 }
 
 fn rename_into(from: &Path, to: &Path) -> Result<()> {
@@ -704,8 +879,18 @@ pub fn copy_sparse(src: &Path, dst: &File, offset: u64) -> Result<()> {
                 libc::copy_file_range(sfd, &mut from, dfd, &mut to, (hole - from) as usize, 0)
             };
             if n < 0 {
-                return Err(std::io::Error::last_os_error())
-                    .with_context(|| format!("copying {} into the disk", src.display()));
+                let e = std::io::Error::last_os_error();
+                // Another filesystem (or one without copy_file_range): copy
+                // through a buffer.
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EXDEV | libc::ENOSYS | libc::EOPNOTSUPP | libc::EINVAL)
+                ) {
+                    copy_range(&s, dst, from as u64, to as u64, (hole - from) as u64)
+                        .with_context(|| format!("copying {}", src.display()))?;
+                    break;
+                }
+                return Err(e).with_context(|| format!("copying {}", src.display()));
             }
             if n == 0 {
                 bail!("{} ended early", src.display());
@@ -714,6 +899,44 @@ pub fn copy_sparse(src: &Path, dst: &File, offset: u64) -> Result<()> {
         pos = hole;
     }
     Ok(())
+}
+
+/// Copies `len` bytes at `from` in `src` to `to` in `dst` through a buffer.
+fn copy_range(src: &File, dst: &File, mut from: u64, mut to: u64, len: u64) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let end = from + len;
+    let mut buf = vec![0u8; 1 << 20];
+    while from < end {
+        let want = buf.len().min((end - from) as usize);
+        let n = src.read_at(&mut buf[..want], from)?;
+        if n == 0 {
+            bail!("the file ended early");
+        }
+        dst.write_all_at(&buf[..n], to)?;
+        from += n as u64;
+        to += n as u64;
+    }
+    Ok(())
+}
+
+/// Copies `src` to the new file `dst` (mode 0644): a reflink (FICLONE),
+/// sharing the blocks, where the filesystem can; else a copy of the data
+/// that keeps holes, so a raw image stays sparse.
+pub fn clone_or_copy(src: &Path, dst: &Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let s = File::open(src).with_context(|| format!("opening {}", src.display()))?;
+    let d = File::options()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(dst)
+        .with_context(|| format!("creating {}", dst.display()))?;
+    // SAFETY: FICLONE takes the source's fd; both are open.
+    if unsafe { libc::ioctl(d.as_raw_fd(), libc::FICLONE, s.as_raw_fd()) } == 0 {
+        return Ok(());
+    }
+    d.set_len(s.metadata()?.len())?;
+    copy_sparse(src, &d, 0)
 }
 
 #[derive(serde::Serialize)]
@@ -824,6 +1047,62 @@ mod tests {
         copy_sparse(&src, &dst, 1 << 20).unwrap();
         let bytes = fs::read(d.path().join("d")).unwrap();
         assert_eq!(&bytes[(6 << 20)..(6 << 20) + 5], b"hello");
+    }
+
+    #[test]
+    fn clone_or_copy_keeps_data_and_holes_across_filesystems() {
+        // /dev/shm is a tmpfs: from there, copy_file_range may refuse
+        // (EXDEV) and the copy goes through a buffer.
+        for src_dir in [
+            tempfile::tempdir_in("/dev/shm").unwrap(),
+            tempfile::tempdir().unwrap(),
+        ] {
+            let dst_dir = tempfile::tempdir().unwrap();
+            let src = src_dir.path().join("disk.raw");
+            let f = File::create(&src).unwrap();
+            f.set_len(64 << 20).unwrap();
+            f.write_at_all(b"head", 0);
+            f.write_at_all(b"middle", 20 << 20);
+            drop(f);
+            let dst = dst_dir.path().join("copy.raw");
+            clone_or_copy(&src, &dst).unwrap();
+            assert_eq!(fs::read(&src).unwrap(), fs::read(&dst).unwrap());
+            assert!(
+                output::allocated_bytes(&dst).unwrap() < 4 << 20,
+                "holes kept: {} bytes allocated",
+                output::allocated_bytes(&dst).unwrap()
+            );
+            let e = clone_or_copy(&src, &dst).unwrap_err();
+            assert!(
+                format!("{e:#}").contains("creating"),
+                "never overwrites: {e:#}"
+            );
+        }
+    }
+
+    #[test]
+    fn assembled_round_trips_through_json() {
+        let layout = Layout::plan(b"identity", disk::ESP_SIZE, 512 << 20);
+        let a = Assembled {
+            raw: PathBuf::from("/x/disk.raw"),
+            root_uuid: Guid::derive(b"identity", "fs-root"),
+            layout,
+            esp_volume_id: "ABCD-0123".into(),
+            kernel_cmdline: "root=UUID=x ro quiet".into(),
+            source_date_epoch: 1_700_000_000,
+            tree: ext4::TreeUsage {
+                data_bytes: 1,
+                inodes: 2,
+                file_bytes: 3,
+                newest_mtime: 4,
+            },
+            min_disk_size: 5,
+        };
+        let json = serde_json::to_string_pretty(&a).unwrap();
+        let back: Assembled = serde_json::from_str(&json).unwrap();
+        assert_eq!(serde_json::to_string_pretty(&back).unwrap(), json);
+        assert!(serde_json::from_str::<Guid>("\"not-a-guid\"").is_err());
+        assert!(serde_json::from_str::<Guid>("\"0123456789ab-cdef-0123-456789abcdef0\"").is_err());
     }
 
     trait WriteAt {

@@ -23,8 +23,9 @@
 //! interrupted build never leaves a corrupt entry. An exclusive `flock` on
 //! `lock` serializes builds, gc and rm on one cache directory.
 //!
-//! Layout: `layers/` (entries), `apt-archives/` (downloaded .debs, shared by
-//! all builds), `apt-lists/` (apt's package lists), `work/` (work trees of
+//! Layout: `layers/` (entries), `images/` (the last assembled images, see
+//! [`crate::imagecache`]), `apt-archives/` (downloaded .debs, shared by all
+//! builds), `apt-lists/` (apt's package lists), `work/` (work trees of
 //! running builds, removed when they end).
 
 use std::collections::BTreeMap;
@@ -227,6 +228,16 @@ pub fn describe_tree(
     Ok(())
 }
 
+/// Refuses anything but a key or at least 8 of its leading hex digits.
+pub fn check_key_prefix(key_or_prefix: &str) -> anyhow::Result<()> {
+    if key_or_prefix.len() < 8 || !key_or_prefix.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(bad_input(format!(
+            "{key_or_prefix:?}: give a cache key or at least 8 of its leading hex digits (see `imgbuild cache ls`)"
+        )));
+    }
+    Ok(())
+}
+
 /// What is stored beside an entry (`KEY.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EntryMeta {
@@ -279,7 +290,13 @@ pub struct CacheLock {
 impl Cache {
     /// Opens (creating) the cache at `dir`.
     pub fn open(dir: &Path) -> anyhow::Result<Cache> {
-        for sub in ["layers", "work", "apt-archives/partial", "apt-lists"] {
+        for sub in [
+            "layers",
+            "images",
+            "work",
+            "apt-archives/partial",
+            "apt-lists",
+        ] {
             fs::create_dir_all(dir.join(sub)).with_context(|| {
                 format!("creating the cache directory {}", dir.join(sub).display())
             })?;
@@ -297,6 +314,24 @@ impl Cache {
     /// imgbuild holds it.
     pub fn lock(&self) -> anyhow::Result<CacheLock> {
         lock_file(&self.dir.join("lock"), "the cache")
+    }
+
+    /// Takes the exclusive lock if no other process holds it.
+    pub fn try_lock(&self) -> anyhow::Result<Option<CacheLock>> {
+        let path = self.dir.join("lock");
+        let f = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        match fs4::FileExt::try_lock(&f) {
+            Ok(()) => Ok(Some(CacheLock { _file: f })),
+            Err(fs4::TryLockError::WouldBlock) => Ok(None),
+            Err(fs4::TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("locking {}", path.display()))
+            }
+        }
     }
 
     /// The shared apt package directory.
@@ -417,11 +452,7 @@ impl Cache {
 
     /// Deletes one entry, named by its key or a unique prefix of it (8+ chars).
     pub fn remove(&self, key_or_prefix: &str) -> anyhow::Result<EntryMeta> {
-        if key_or_prefix.len() < 8 || !key_or_prefix.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(bad_input(format!(
-                "{key_or_prefix:?}: give a cache key or at least 8 of its leading hex digits (see `imgbuild cache ls`)"
-            )));
-        }
+        check_key_prefix(key_or_prefix)?;
         let all = self.list()?;
         let matches: Vec<_> = all
             .iter()

@@ -73,7 +73,7 @@ pub struct BuildArgs {
     #[arg(long, value_name = "SIZE")]
     pub size: Option<String>,
 
-    /// Kernel arguments added after `root=UUID=... ro console=tty0 console=ttyS0,115200`.
+    /// Kernel arguments added after `root=UUID=... ro gpt console=tty0 console=ttyS0,115200`.
     #[arg(
         long,
         value_name = "ARGS",
@@ -103,6 +103,14 @@ pub struct BuildArgs {
     /// a hard-linked or copied work tree).
     #[arg(long, value_name = "DIR")]
     pub tree: Option<PathBuf>,
+
+    /// Assemble the disk even if the same image is in the image cache, and
+    /// do not store it there. (Builds from layers keep their last 2 images
+    /// in the cache directory, keyed by the top layer, the disk and output
+    /// options, and the imgbuild and mkfs/qemu-img executables; a no-op
+    /// rebuild copies the image instead of assembling it.)
+    #[arg(long)]
+    pub no_image_cache: bool,
 
     #[command(flatten)]
     pub layers: LayerArgs,
@@ -167,6 +175,7 @@ impl BuildArgs {
             compress: self.compress,
             tree: self.tree,
             layers,
+            no_image_cache: self.no_image_cache,
             verbosity,
         })
     }
@@ -182,7 +191,7 @@ pub enum Command {
     /// Build (or take from the cache) the root tree's layers and print their keys.
     #[command(after_help = EXIT_CODES)]
     Tree(TreeArgs),
-    /// List or clean the layer cache.
+    /// List or clean the layer cache and its assembled images.
     Cache(CacheArgs),
 }
 
@@ -219,15 +228,18 @@ pub struct CacheArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum CacheCommand {
-    /// List the cached layers: key, layer, size, when built and last used.
+    /// List the cached layers and images: key, layer (or `image` and its
+    /// format), size, when built and last used, parent (an image's top layer).
     Ls,
-    /// Keep the N most recently used entries of each layer, delete the rest
-    /// (and anything left behind by interrupted builds).
+    /// Keep the N most recently used entries of each layer and the N most
+    /// recently used images, delete the rest (and anything left behind by
+    /// interrupted builds).
     Gc {
         #[arg(long, value_name = "N", default_value_t = 1)]
         keep: usize,
     },
-    /// Delete one entry, by key or a unique prefix of at least 8 hex digits.
+    /// Delete one layer or image entry, by key or a unique prefix of at
+    /// least 8 hex digits.
     Rm { key: String },
 }
 

@@ -118,6 +118,33 @@ impl serde::Serialize for Guid {
     }
 }
 
+impl std::str::FromStr for Guid {
+    type Err = String;
+
+    /// Parses the text form, refusing anything else (unlike [`Guid::parse`],
+    /// which is for constants).
+    fn from_str(s: &str) -> Result<Guid, String> {
+        let b = s.as_bytes();
+        let well_formed = b.len() == 36
+            && b.iter().enumerate().all(|(i, c)| match i {
+                8 | 13 | 18 | 23 => *c == b'-',
+                _ => c.is_ascii_hexdigit(),
+            });
+        if well_formed {
+            Ok(Guid::parse(s))
+        } else {
+            Err(format!("{s:?} is not a GUID"))
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Guid {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Guid, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// GPT partition type: BIOS boot partition (GRUB's core.img).
 pub const TYPE_BIOS_BOOT: Guid = Guid::parse("21686148-6449-6e6f-744e-656564454649");
 /// GPT partition type: EFI system partition.
@@ -126,12 +153,12 @@ pub const TYPE_ESP: Guid = Guid::parse("c12a7328-f81f-11d2-ba4b-00a0c93ec93b");
 pub const TYPE_ROOT_X86_64: Guid = Guid::parse("4f68bce3-e8cd-4db1-96e7-fbcaf984b709");
 
 /// One partition of the layout.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Partition {
     /// GPT entry number (1-based).
     pub number: u32,
     /// GPT partition name.
-    pub name: &'static str,
+    pub name: String,
     #[serde(rename = "type")]
     pub type_guid: Guid,
     #[serde(rename = "guid")]
@@ -152,7 +179,7 @@ impl Partition {
 }
 
 /// The whole disk: its size, GUID and partitions.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Layout {
     pub size: u64,
     pub disk_guid: Guid,
@@ -169,7 +196,7 @@ impl Layout {
         let root_size = round_up(root_size, MIB);
         let bios_boot = Partition {
             number: 1,
-            name: "bios-boot",
+            name: "bios-boot".into(),
             type_guid: TYPE_BIOS_BOOT,
             unique_guid: Guid::derive(identity, "part-bios-boot"),
             offset: FIRST_PARTITION,
@@ -177,7 +204,7 @@ impl Layout {
         };
         let esp = Partition {
             number: 2,
-            name: "esp",
+            name: "esp".into(),
             type_guid: TYPE_ESP,
             unique_guid: Guid::derive(identity, "part-esp"),
             offset: bios_boot.offset + bios_boot.size,
@@ -185,7 +212,7 @@ impl Layout {
         };
         let root = Partition {
             number: 3,
-            name: "root",
+            name: "root".into(),
             type_guid: TYPE_ROOT_X86_64,
             unique_guid: Guid::derive(identity, "part-root"),
             offset: esp.offset + esp.size,
@@ -237,7 +264,7 @@ pub fn write_table(disk: &mut File, layout: &Layout) -> Result<()> {
             starting_lba: p.start_lba(),
             ending_lba: p.end_lba(),
             attribute_bits: 0,
-            partition_name: p.name.into(),
+            partition_name: p.name.as_str().into(),
         };
     }
     if layout.root.end_lba() > gpt.header.last_usable_lba {

@@ -42,7 +42,7 @@ const MKE2FS_CONF: &str = "\
 ";
 
 /// What a tree needs on disk.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TreeUsage {
     /// Bytes of data blocks: files, directories and long symlinks, each
     /// rounded up to the 4 KiB block size.

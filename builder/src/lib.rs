@@ -12,6 +12,7 @@ pub mod esp;
 pub mod exit;
 pub mod ext4;
 pub mod grub;
+pub mod imagecache;
 pub mod logging;
 pub mod mount;
 pub mod output;

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::exit::bad_input;
 
 /// An image format `qemu-img` writes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     Raw,

@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{bail, Context};
 use seeds::cmd;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::archive;
 use crate::cache::{self, BaseInputs, Cache, Inputs, ParentRef};
@@ -100,7 +100,7 @@ pub struct BuiltLayer {
 }
 
 /// An installed package of the tree (`dpkg-query`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Package {
     pub name: String,
     pub version: String,
@@ -166,24 +166,76 @@ impl BuiltTree {
 
 /// Builds (or takes from the cache) every layer and returns the final tree.
 pub fn build_tree(opts: &TreeOptions, progress: &Progress) -> anyhow::Result<BuiltTree> {
-    let run = Run::prepare(opts, progress)?;
-    let (layers, work, root) = run.execute(true)?;
-    let (work, root) = (
-        work.expect("a tree was asked for"),
-        root.expect("a tree was asked for"),
-    );
-    let step = progress.step("listing packages");
-    let packages = installed_packages(&root)?;
-    step.done_with(&format!("{} packages", packages.len()));
-    Ok(BuiltTree {
-        root,
-        layers,
-        packages,
-        base: run.base.clone(),
-        source_date_epoch: run.sde,
-        cache: run.cache.clone(),
-        work,
+    resolve(opts, progress)?.build()
+}
+
+/// A layer stack whose keys are known: loaded, the archive probed, every
+/// layer's key computed and looked up, and the cache locked until this value
+/// is dropped or built. Nothing is extracted or built yet.
+pub struct Stack<'p> {
+    run: Run<'p>,
+}
+
+/// Loads the stack and computes its keys (see [`Stack`]).
+pub fn resolve<'p>(opts: &TreeOptions, progress: &'p Progress) -> anyhow::Result<Stack<'p>> {
+    Ok(Stack {
+        run: Run::prepare(opts, progress)?,
     })
+}
+
+impl Stack<'_> {
+    /// The top layer's name and key (the key covers every layer below).
+    pub fn top(&self) -> ParentRef {
+        let p = self.run.plan.last().expect("load_stack returns a layer");
+        ParentRef {
+            layer: p.layer.name.clone(),
+            key: p.key.clone(),
+        }
+    }
+
+    /// Whether the top layer itself is cached, so a build would only extract it.
+    pub fn top_cached(&self) -> bool {
+        self.run.plan.last().is_some_and(|p| p.cached)
+    }
+
+    /// The epoch for the tree's timestamps (part of the base layer's key).
+    pub fn source_date_epoch(&self) -> i64 {
+        self.run.sde
+    }
+
+    /// The layer cache (locked while this value lives).
+    pub fn cache(&self) -> &Cache {
+        &self.run.cache
+    }
+
+    /// Logs every layer's hit or miss as a build would, and returns the
+    /// layers with their outcomes, without extracting or building anything.
+    pub fn report(&self) -> Vec<BuiltLayer> {
+        self.run.report()
+    }
+
+    /// Extracts the highest cached state and builds the rest (see
+    /// [`build_tree`]); the cache is unlocked when this returns.
+    pub fn build(self) -> anyhow::Result<BuiltTree> {
+        let run = self.run;
+        let (layers, work, root) = run.execute(true)?;
+        let (work, root) = (
+            work.expect("a tree was asked for"),
+            root.expect("a tree was asked for"),
+        );
+        let step = run.progress.step("listing packages");
+        let packages = installed_packages(&root)?;
+        step.done_with(&format!("{} packages", packages.len()));
+        Ok(BuiltTree {
+            root,
+            layers,
+            packages,
+            base: run.base.clone(),
+            source_date_epoch: run.sde,
+            cache: run.cache.clone(),
+            work,
+        })
+    }
 }
 
 /// Makes sure every layer is in the cache, without extracting the final
@@ -324,21 +376,22 @@ impl<'p> Run<'p> {
         })
     }
 
-    /// Logs hits and misses, extracts the highest cached layer, builds the
-    /// rest. Returns the layers, and (when `want_tree` or anything was built)
-    /// the work directory and the tree in it.
-    #[allow(clippy::type_complexity)]
-    fn execute(
-        &self,
-        want_tree: bool,
-    ) -> anyhow::Result<(Vec<BuiltLayer>, Option<TreeDir>, Option<PathBuf>)> {
-        // Resume from the highest cached state: a whole layer, or a layer's
-        // package stage (then that layer's remaining steps run).
+    /// The highest cached state: the index of the layer to resume from, and
+    /// whether only its package stage is cached (then that layer's
+    /// remaining steps run).
+    fn resume_point(&self) -> (Option<usize>, Option<usize>) {
         let top_cached = self
             .plan
             .iter()
             .rposition(|p| p.cached || p.packages_stage.as_ref().is_some_and(|s| s.cached));
         let resume_in_layer = top_cached.filter(|&j| !self.plan[j].cached);
+        (top_cached, resume_in_layer)
+    }
+
+    /// Logs each layer's hit or miss (and why) and returns the layers with
+    /// their outcomes.
+    fn report(&self) -> Vec<BuiltLayer> {
+        let (top_cached, resume_in_layer) = self.resume_point();
         let mut out = Vec::new();
         for (i, p) in self.plan.iter().enumerate() {
             let short = &p.key[..12];
@@ -378,6 +431,19 @@ impl<'p> Run<'p> {
                 outcome,
             });
         }
+        out
+    }
+
+    /// Logs hits and misses, extracts the highest cached layer, builds the
+    /// rest. Returns the layers, and (when `want_tree` or anything was built)
+    /// the work directory and the tree in it.
+    #[allow(clippy::type_complexity)]
+    fn execute(
+        &self,
+        want_tree: bool,
+    ) -> anyhow::Result<(Vec<BuiltLayer>, Option<TreeDir>, Option<PathBuf>)> {
+        let out = self.report();
+        let (top_cached, resume_in_layer) = self.resume_point();
         let all_cached = top_cached == Some(self.plan.len() - 1) && resume_in_layer.is_none();
         if all_cached && !want_tree {
             self.cache.touch(&self.plan[self.plan.len() - 1].key);

@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::cache::{self, Cache};
 use crate::cli::{CacheArgs, CacheCommand, LayerArgs, TreeArgs};
 use crate::exit::bad_input;
+use crate::imagecache::{self, Images};
 use crate::progress::Progress;
 use crate::recipe::BaseOverrides;
 use crate::rootfs::{self, BuiltLayer, TreeOptions};
@@ -90,6 +91,7 @@ pub fn cache(args: &CacheArgs) -> anyhow::Result<()> {
         return Err(bad_input(format!("no layer cache at {}", dir.display())));
     }
     let cache = Cache::open(&dir)?;
+    let images = Images::new(&cache);
     match &args.command {
         CacheCommand::Ls => {
             let now = SystemTime::now()
@@ -115,34 +117,79 @@ pub fn cache(args: &CacheArgs) -> anyhow::Result<()> {
                     ago(now, cache.last_used(&e.key)),
                 );
             }
-            let total: u64 = entries.iter().map(|e| e.size).sum();
+            let image_entries = images.list();
+            for e in &image_entries {
+                println!(
+                    "{:<16}  {:<16}  {:>9}  {:>9}  {:>9}  {}",
+                    &e.key[..16],
+                    image_label(e),
+                    human_size(e.size),
+                    ago(now, e.created),
+                    ago(now, images.last_used(&e.key)),
+                    &e.inputs.top_layer.key[..16.min(e.inputs.top_layer.key.len())],
+                );
+            }
+            let total: u64 = entries.iter().map(|e| e.size).sum::<u64>()
+                + image_entries.iter().map(|e| e.size).sum::<u64>();
             eprintln!(
-                "{} entries, {} in {}",
-                entries.len(),
+                "{} entries ({} images), {} in {}",
+                entries.len() + image_entries.len(),
+                image_entries.len(),
                 human_size(total),
                 dir.display()
             );
         }
         CacheCommand::Gc { keep } => {
-            let _lock = cache.lock()?;
+            let lock = cache.lock()?;
             let removed = cache.gc(*keep)?;
-            let freed: u64 = removed.iter().map(|e| e.size).sum();
+            let removed_images = images.gc(&lock, *keep)?;
+            let freed: u64 = removed.iter().map(|e| e.size).sum::<u64>()
+                + removed_images.iter().map(|e| e.size).sum::<u64>();
             for e in &removed {
                 println!("removed {} {}", &e.key[..16], e.layer);
             }
+            for e in &removed_images {
+                println!("removed {} {}", &e.key[..16], image_label(e));
+            }
             eprintln!(
                 "removed {} entries, freed {}",
-                removed.len(),
+                removed.len() + removed_images.len(),
                 human_size(freed)
             );
         }
         CacheCommand::Rm { key } => {
-            let _lock = cache.lock()?;
-            let e = cache.remove(key)?;
-            println!("removed {} {}", e.key, e.layer);
+            let lock = cache.lock()?;
+            cache::check_key_prefix(key)?;
+            let image_matches = images.matching(key);
+            let layer_matches = cache
+                .list()?
+                .iter()
+                .filter(|e| e.key.starts_with(key.as_str()))
+                .count();
+            match (image_matches.as_slice(), layer_matches) {
+                ([], _) => {
+                    let e = cache.remove(key)?;
+                    println!("removed {} {}", e.key, e.layer);
+                }
+                ([one], 0) => {
+                    images.delete(&lock, &one.key)?;
+                    println!("removed {} {}", one.key, image_label(one));
+                }
+                (many, n) => {
+                    return Err(bad_input(format!(
+                        "{key} matches {} entries; give more digits",
+                        many.len() + n
+                    )))
+                }
+            }
         }
     }
     Ok(())
+}
+
+/// `image (qcow2)`: how `cache ls` names an image entry.
+fn image_label(e: &imagecache::EntryMeta) -> String {
+    format!("image ({})", e.inputs.image_format)
 }
 
 fn human_size(b: u64) -> String {

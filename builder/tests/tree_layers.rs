@@ -12,45 +12,15 @@
 //! is built once per machine. The build-twice test uses a fresh layer cache
 //! (it must see the first build miss) with the shared package cache.
 
+mod common;
+
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-const MIRROR: &str = "http://deb.debian.org/debian";
-
-fn persistent_cache() -> PathBuf {
-    ["IMGBUILD_TEST_CACHE", "IMGBUILD_CACHE_DIR"]
-        .iter()
-        .find_map(|v| std::env::var_os(v).filter(|v| !v.is_empty()))
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/tmp/imgbuild-test-cache"))
-}
-
-fn apt_cache() -> PathBuf {
-    persistent_cache().join("apt-archives")
-}
-
-fn imgbuild(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_imgbuild"))
-        .args(args)
-        .env_remove("SOURCE_DATE_EPOCH")
-        .env("RUST_LOG", "info")
-        .output()
-        .expect("running imgbuild");
-    eprintln!(
-        "$ imgbuild {}\n--- stdout\n{}--- stderr\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use common::{apt_cache, base_layer, imgbuild, persistent_cache, stderr, tree_args, write};
 
 /// `(layer, outcome)` pairs from `imgbuild tree` output.
 fn outcomes(o: &Output) -> Vec<(String, String)> {
@@ -69,37 +39,6 @@ fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
     v.iter()
         .map(|(a, b)| (a.to_string(), b.to_string()))
         .collect()
-}
-
-fn write(path: &Path, text: &str, mode: u32) {
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    fs::write(path, text).unwrap();
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
-}
-
-/// A tiny Debian base (minbase, nothing added) as `00-base`.
-fn base_layer(layers: &Path) {
-    write(
-        &layers.join("00-base/layer.yml"),
-        "base: {distro: debian, suite: bookworm, variant: minbase}\n",
-        0o644,
-    );
-}
-
-fn tree_args<'a>(layers: &'a str, cache: &'a str, apt: &'a str) -> Vec<&'a str> {
-    vec![
-        "tree",
-        "--layers-dir",
-        layers,
-        "--cache-dir",
-        cache,
-        "--apt-cache",
-        apt,
-        "--distro",
-        "debian",
-        "--mirror",
-        MIRROR,
-    ]
 }
 
 fn assert_no_mounts_under(dir: &Path) {

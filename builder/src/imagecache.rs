@@ -1,0 +1,857 @@
+//! The assembled-image cache: the last few disk images built from layers, so
+//! a rebuild with nothing changed copies the image instead of extracting the
+//! top layer and assembling the disk again.
+//!
+//! It lives in the layer cache's directory, under `images/`. An entry is a
+//! directory `images/KEY/` holding
+//! - `image`: the finished image, in the output's format;
+//! - `manifest.json`: the manifest's `disk` and `packages` parts, so a hit
+//!   writes the same manifest as a miss (the `tree` part is the layers'
+//!   keys and outcomes, which the layer stage reports either way);
+//! - `entry.json`: the key's inputs ([`ImageInputs`]), the image's size and
+//!   sha256, and when it was made. Its mtime says when it was last used.
+//!
+//! The key is the sha256 of the canonical JSON of [`ImageInputs`] (see
+//! [`image_inputs`] for what goes in). Only builds from layers use the cache:
+//! a `--tree` is a directory nobody hashes.
+//!
+//! An entry is written into `images/.tmp-PID-KEY/`, synced, and renamed into
+//! place, so a killed build never leaves something a later build takes for a
+//! hit. A lookup needs all three files, an image of the recorded size and
+//! inputs equal to the ones asked for; a hit then hashes the copy it made
+//! (SHA256SUMS needs that hash anyway) against the recorded sha256. Anything
+//! less is a miss, never an error and never a wrong image. Only the [`KEEP`]
+//! most recently used entries are kept. Lookups, stores and deletions run
+//! under the cache's lock.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::build::{clone_or_copy, Assembled};
+use crate::cache::{self, Cache, CacheLock, ParentRef};
+use crate::output::{self, human, Format};
+use crate::rootfs::Package;
+
+/// Bumped whenever the meaning of an image entry or its key changes.
+pub const FORMAT: u32 = 1;
+/// How many images the cache keeps after a build stores one (each is as
+/// large as the image).
+pub const KEEP: usize = 2;
+/// The host programs that write the disk (the tree's own grub-mkimage is
+/// covered by the layers' keys).
+pub const DISK_TOOLS: &[&str] = &["mkfs.ext4", "mkfs.fat", "mmd", "mcopy", "qemu-img"];
+
+const IMAGE: &str = "image";
+const MANIFEST: &str = "manifest.json";
+const ENTRY: &str = "entry.json";
+
+/// Everything an image's key is computed from (kept in `entry.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageInputs {
+    pub format: u32,
+    pub top_layer: ParentRef,
+    pub source_date_epoch: i64,
+    pub image_format: Format,
+    pub compress: bool,
+    pub size: Option<u64>,
+    pub cmdline: String,
+    /// sha256 of the env baked into the image (`--bake-env`).
+    pub baked_env: Option<String>,
+    /// The output's file name, for formats whose bytes contain it (vmdk).
+    pub file_name: Option<String>,
+    /// sha256 of the imgbuild executable.
+    pub imgbuild: String,
+    /// sha256 of each of [`DISK_TOOLS`] as found in `PATH` (`missing` when not).
+    pub tools: BTreeMap<String, String>,
+}
+
+impl ImageInputs {
+    /// The cache key: sha256 of the canonical JSON, in hex.
+    pub fn key(&self) -> String {
+        let json = serde_json::to_vec(self).expect("inputs serialize");
+        hex::encode(Sha256::digest(&json))
+    }
+}
+
+/// The build's settings that shape the image, beyond the programs.
+#[derive(Debug, Clone)]
+pub struct ImageSpec<'a> {
+    /// The top layer and its key.
+    pub top_layer: ParentRef,
+    pub source_date_epoch: i64,
+    pub format: Format,
+    pub compress: bool,
+    /// `--size` in bytes.
+    pub size: Option<u64>,
+    pub cmdline: &'a str,
+    /// The env's bytes when `--bake-env` puts them into the image.
+    pub baked_env: Option<&'a [u8]>,
+    /// The output path (`-o`).
+    pub output: &'a Path,
+}
+
+/// The executables whose code decides the image's bytes, by sha256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Programs {
+    pub imgbuild: String,
+    pub tools: BTreeMap<String, String>,
+}
+
+impl Programs {
+    /// The running imgbuild (`/proc/self/exe`: during development the version
+    /// string stays the same while the code changes) and [`DISK_TOOLS`].
+    pub fn of_this_process() -> Result<Programs> {
+        let imgbuild = cache::hash_file(Path::new("/proc/self/exe"))
+            .context("hashing the running imgbuild executable")?;
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut tools = BTreeMap::new();
+        for t in DISK_TOOLS {
+            let found = std::env::split_paths(&path)
+                .map(|d| d.join(t))
+                .find(|p| p.is_file());
+            let hash = match found {
+                Some(p) => cache::hash_file(&p)?,
+                None => "missing".to_string(),
+            };
+            tools.insert(t.to_string(), hash);
+        }
+        Ok(Programs { imgbuild, tools })
+    }
+}
+
+/// The inputs of an image's key: everything that reaches the image's bytes.
+///
+/// - the image cache's format version ([`FORMAT`]);
+/// - the top layer's name and key, which covers every layer below it, the
+///   archive's `InRelease` and `SOURCE_DATE_EPOCH`;
+/// - `SOURCE_DATE_EPOCH` again on its own: the disk's timestamps;
+/// - the image format and `--compress`;
+/// - `--size` in bytes (none: the tree's size plus headroom);
+/// - `--cmdline`, verbatim;
+/// - with `--bake-env`, the sha256 of the env's bytes (otherwise the env
+///   goes only to the seed, which is written fresh by every build);
+/// - for vmdk, the output's file name (the descriptor names its file);
+/// - the sha256 of the running imgbuild executable;
+/// - the sha256 of each host program that writes the disk ([`DISK_TOOLS`]).
+///
+/// The env otherwise, `--seed`, `--force` and the output's directory do not
+/// reach the image.
+pub fn image_inputs(spec: &ImageSpec, programs: &Programs) -> ImageInputs {
+    ImageInputs {
+        format: FORMAT,
+        top_layer: spec.top_layer.clone(),
+        source_date_epoch: spec.source_date_epoch,
+        image_format: spec.format,
+        compress: spec.compress,
+        size: spec.size,
+        cmdline: spec.cmdline.to_string(),
+        baked_env: spec.baked_env.map(|e| hex::encode(Sha256::digest(e))),
+        file_name: (spec.format == Format::Vmdk).then(|| {
+            spec.output
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        }),
+        imgbuild: programs.imgbuild.clone(),
+        tools: programs.tools.clone(),
+    }
+}
+
+/// Why `new` misses where `old` (the most recently used image) was made:
+/// short phrases, most important first.
+pub fn diff(old: &ImageInputs, new: &ImageInputs) -> Vec<String> {
+    let mut why = Vec::new();
+    if old.format != new.format {
+        why.push("the image cache format changed".to_string());
+    }
+    let (a, b) = (&old.top_layer, &new.top_layer);
+    if a.layer != b.layer {
+        why.push(format!(
+            "the top layer is now {} (was {})",
+            b.layer, a.layer
+        ));
+    } else if a.key != b.key {
+        why.push(format!("layer {} changed", b.layer));
+    }
+    if old.source_date_epoch != new.source_date_epoch {
+        why.push(format!(
+            "SOURCE_DATE_EPOCH changed ({} → {})",
+            old.source_date_epoch, new.source_date_epoch
+        ));
+    }
+    if old.image_format != new.image_format {
+        why.push(format!(
+            "format changed ({} → {})",
+            old.image_format, new.image_format
+        ));
+    }
+    if old.compress != new.compress {
+        why.push("--compress changed".into());
+    }
+    if old.size != new.size {
+        let s = |v: Option<u64>| v.map_or("default".to_string(), human);
+        why.push(format!(
+            "--size changed ({} → {})",
+            s(old.size),
+            s(new.size)
+        ));
+    }
+    if old.cmdline != new.cmdline {
+        why.push("--cmdline changed".into());
+    }
+    match (&old.baked_env, &new.baked_env) {
+        (Some(x), Some(y)) if x != y => why.push("the baked env changed".into()),
+        (x, y) if x.is_some() != y.is_some() => why.push("--bake-env changed".into()),
+        _ => {}
+    }
+    if old.file_name != new.file_name {
+        why.push("the vmdk's file name changed".into());
+    }
+    if old.imgbuild != new.imgbuild {
+        why.push("imgbuild changed".into());
+    }
+    for (tool, hash) in &new.tools {
+        if old.tools.get(tool) != Some(hash) {
+            why.push(format!("{tool} changed"));
+        }
+    }
+    why
+}
+
+/// What `entry.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EntryMeta {
+    pub key: String,
+    /// Unix time the entry was written.
+    pub created: u64,
+    /// Size of the image file in bytes.
+    pub size: u64,
+    pub sha256: String,
+    pub inputs: ImageInputs,
+}
+
+/// The manifest's parts that come from the tree and the assembly.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ManifestParts {
+    pub disk: Assembled,
+    pub packages: Vec<Package>,
+}
+
+/// A complete entry.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub meta: EntryMeta,
+    pub parts: ManifestParts,
+    dir: PathBuf,
+}
+
+/// The result of [`Images::lookup`].
+#[derive(Debug)]
+pub enum Lookup {
+    Hit(Box<Entry>),
+    /// A miss, with the reason in a few words.
+    Miss(String),
+}
+
+/// The image entries of one cache directory.
+#[derive(Debug, Clone)]
+pub struct Images {
+    cache: Cache,
+    dir: PathBuf,
+}
+
+impl Images {
+    pub fn new(cache: &Cache) -> Images {
+        Images {
+            cache: cache.clone(),
+            dir: cache.dir().join("images"),
+        }
+    }
+
+    /// The cache these entries belong to (for its lock).
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    fn entry_dir(&self, key: &str) -> PathBuf {
+        self.dir.join(key)
+    }
+
+    /// The complete entry for `key`, or why there is none.
+    fn read(&self, key: &str) -> std::result::Result<Entry, String> {
+        let dir = self.entry_dir(key);
+        if !dir.is_dir() {
+            return Err("no such entry".into());
+        }
+        let meta: EntryMeta = read_json(&dir.join(ENTRY))?;
+        let parts: ManifestParts = read_json(&dir.join(MANIFEST))?;
+        let size = fs::metadata(dir.join(IMAGE))
+            .map_err(|e| format!("{IMAGE}: {e}"))?
+            .len();
+        if meta.key != key || meta.inputs.key() != key {
+            return Err(format!("{ENTRY} belongs to another key"));
+        }
+        if size != meta.size {
+            return Err(format!(
+                "the image has {size} bytes, {ENTRY} says {}",
+                meta.size
+            ));
+        }
+        Ok(Entry { meta, parts, dir })
+    }
+
+    /// A hit, or a miss and why (never an error: a damaged entry is a miss).
+    pub fn lookup(&self, inputs: &ImageInputs) -> Lookup {
+        let key = inputs.key();
+        match self.read(&key) {
+            Ok(e) => Lookup::Hit(Box::new(e)),
+            Err(why) if self.entry_dir(&key).exists() => {
+                Lookup::Miss(format!("the cached entry is incomplete ({why})"))
+            }
+            Err(_) => Lookup::Miss(match self.latest() {
+                Some(old) => cache::describe_diff(&diff(&old.inputs, inputs)),
+                None => "no image in the cache".into(),
+            }),
+        }
+    }
+
+    /// Copies the entry's image to `dest` (a new file), checks it against
+    /// the recorded sha256 and returns that. Marks the entry as used.
+    pub fn restore(&self, entry: &Entry, dest: &Path) -> Result<String> {
+        clone_or_copy(&entry.dir.join(IMAGE), dest)?;
+        let sha256 = output::sha256_file(dest)?;
+        if sha256 != entry.meta.sha256 {
+            bail!(
+                "the cached image's sha256 is {sha256}, its entry says {}",
+                entry.meta.sha256
+            );
+        }
+        if let Ok(f) = File::options().write(true).open(entry.dir.join(ENTRY)) {
+            let _ = f.set_modified(SystemTime::now());
+        }
+        Ok(sha256)
+    }
+
+    /// Stores `image` (with its sha256 and the manifest's parts) under
+    /// `inputs`' key, replacing an incomplete entry of that key, then keeps
+    /// only the [`KEEP`] most recently used entries.
+    pub fn store(
+        &self,
+        lock: &CacheLock,
+        inputs: &ImageInputs,
+        image: &Path,
+        sha256: &str,
+        parts: &ManifestParts,
+    ) -> Result<EntryMeta> {
+        fs::create_dir_all(&self.dir)
+            .with_context(|| format!("creating {}", self.dir.display()))?;
+        self.remove_leftovers();
+        let key = inputs.key();
+        let tmp = self.dir.join(format!(".tmp-{}-{key}", std::process::id()));
+        fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let written = (|| -> Result<EntryMeta> {
+            let img = tmp.join(IMAGE);
+            clone_or_copy(image, &img)?;
+            File::open(&img)
+                .and_then(|f| f.sync_all())
+                .context("syncing the cached image")?;
+            let meta = EntryMeta {
+                key: key.clone(),
+                created: now(),
+                size: fs::metadata(&img)?.len(),
+                sha256: sha256.to_string(),
+                inputs: inputs.clone(),
+            };
+            for (name, json) in [
+                (MANIFEST, serde_json::to_vec_pretty(parts)?),
+                (ENTRY, serde_json::to_vec_pretty(&meta)?),
+            ] {
+                seeds::atomic::write_atomic(&tmp.join(name), &json, 0o644)
+                    .with_context(|| format!("writing {name}"))?;
+            }
+            let dest = self.entry_dir(&key);
+            if fs::symlink_metadata(&dest).is_ok() {
+                self.delete(lock, &key)?;
+            }
+            fs::rename(&tmp, &dest)
+                .with_context(|| format!("moving {} into place", dest.display()))?;
+            File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .with_context(|| format!("syncing {}", self.dir.display()))?;
+            Ok(meta)
+        })();
+        if written.is_err() {
+            let _ = fs::remove_dir_all(&tmp);
+        }
+        let meta = written?;
+        self.gc(lock, KEEP)?;
+        Ok(meta)
+    }
+
+    /// Every complete entry, oldest first.
+    pub fn list(&self) -> Vec<EntryMeta> {
+        let mut out: Vec<EntryMeta> = match fs::read_dir(&self.dir) {
+            Ok(rd) => rd
+                .flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    (!name.starts_with('.'))
+                        .then(|| self.read(&name).ok())
+                        .flatten()
+                        .map(|e| e.meta)
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        out.sort_by(|a, b| (a.created, &a.key).cmp(&(b.created, &b.key)));
+        out
+    }
+
+    /// The most recently used complete entry.
+    fn latest(&self) -> Option<EntryMeta> {
+        self.list().into_iter().max_by_key(|e| self.used_at(&e.key))
+    }
+
+    /// Unix time an entry was last used (written or hit).
+    pub fn last_used(&self, key: &str) -> u64 {
+        fs::metadata(self.entry_dir(key).join(ENTRY)).map_or(0, |m| m.mtime().max(0) as u64)
+    }
+
+    /// When an entry was last used, to the nanosecond (for ordering).
+    fn used_at(&self, key: &str) -> SystemTime {
+        fs::metadata(self.entry_dir(key).join(ENTRY))
+            .and_then(|m| m.modified())
+            .unwrap_or(UNIX_EPOCH)
+    }
+
+    /// Complete entries whose key starts with `prefix`.
+    pub fn matching(&self, prefix: &str) -> Vec<EntryMeta> {
+        self.list()
+            .into_iter()
+            .filter(|e| e.key.starts_with(prefix))
+            .collect()
+    }
+
+    /// Deletes an entry (complete or not; a stray file of that name too).
+    pub fn delete(&self, _lock: &CacheLock, key: &str) -> Result<()> {
+        let dir = self.entry_dir(key);
+        let removed = match fs::symlink_metadata(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Ok(m) if !m.is_dir() => fs::remove_file(&dir),
+            // entry.json first: without it the entry no longer exists.
+            _ => match fs::remove_file(dir.join(ENTRY)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => fs::remove_dir_all(&dir),
+            },
+        };
+        removed.with_context(|| format!("deleting {}", dir.display()))
+    }
+
+    /// Keeps the `keep` most recently used entries and deletes the rest,
+    /// along with incomplete entries and what killed builds left behind.
+    /// Returns the deleted complete entries.
+    pub fn gc(&self, lock: &CacheLock, keep: usize) -> Result<Vec<EntryMeta>> {
+        self.remove_leftovers();
+        let mut entries: Vec<(SystemTime, EntryMeta)> = self
+            .list()
+            .into_iter()
+            .map(|e| (self.used_at(&e.key), e))
+            .collect();
+        entries.sort_by_key(|e| std::cmp::Reverse(e.0));
+        let mut removed = Vec::new();
+        for (_, e) in entries.into_iter().skip(keep) {
+            self.delete(lock, &e.key)?;
+            removed.push(e);
+        }
+        // Incomplete entries (a damaged cache): nothing takes them for a hit,
+        // but they take space.
+        if let Ok(rd) = fs::read_dir(&self.dir) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !name.starts_with('.') && self.read(&name).is_err() {
+                    self.delete(lock, &name)?;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Removes `.tmp-*` directories: with the lock held, they are what
+    /// killed builds left.
+    fn remove_leftovers(&self) {
+        if let Ok(rd) = fs::read_dir(&self.dir) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().starts_with(".tmp-") {
+                    let _ = fs::remove_dir_all(e.path());
+                }
+            }
+        }
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(p: &Path) -> std::result::Result<T, String> {
+    let name = p.file_name().unwrap_or_default().to_string_lossy();
+    let bytes = fs::read(p).map_err(|e| format!("{name}: {e}"))?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("{name}: {e}"))
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Stores an image the build just made, unless another imgbuild holds the
+/// cache (then the next build assembles again). Never fails the build.
+pub fn store_after_build(
+    images: &Images,
+    inputs: &ImageInputs,
+    image: &Path,
+    sha256: &str,
+    parts: &ManifestParts,
+) {
+    let t = Instant::now();
+    let key = inputs.key();
+    let result = (|| -> Result<Option<EntryMeta>> {
+        crate::mount::check_interrupted()?;
+        let Some(lock) = images.cache().try_lock()? else {
+            return Ok(None);
+        };
+        images.store(&lock, inputs, image, sha256, parts).map(Some)
+    })();
+    match result {
+        Ok(Some(meta)) => tracing::info!(
+            "image: stored {} ({}) in {:.1}s",
+            &key[..12],
+            human(meta.size),
+            t.elapsed().as_secs_f64()
+        ),
+        Ok(None) => tracing::info!(
+            "image: not stored: another imgbuild is using the cache {}",
+            images.cache().dir().display()
+        ),
+        Err(e) => tracing::warn!("image: not stored: {e:#}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn programs() -> Programs {
+        let tools = DISK_TOOLS
+            .iter()
+            .map(|t| (t.to_string(), format!("hash-of-{t}")))
+            .collect();
+        Programs {
+            imgbuild: "exe-hash".into(),
+            tools,
+        }
+    }
+
+    fn spec(output: &Path) -> ImageSpec<'_> {
+        ImageSpec {
+            top_layer: ParentRef {
+                layer: "30-appliance".into(),
+                key: "k30".into(),
+            },
+            source_date_epoch: 1_700_000_000,
+            format: Format::Qcow2,
+            compress: false,
+            size: None,
+            cmdline: "",
+            baked_env: None,
+            output,
+        }
+    }
+
+    /// Every input of the key changes it; a new field of [`ImageInputs`]
+    /// fails to compile here until it is tested.
+    #[test]
+    fn every_input_changes_the_key() {
+        let out = Path::new("/o/ecs.qcow2");
+        let base = image_inputs(&spec(out), &programs());
+        let ImageInputs {
+            format: _,
+            top_layer: _,
+            source_date_epoch: _,
+            image_format: _,
+            compress: _,
+            size: _,
+            cmdline: _,
+            baked_env: _,
+            file_name: _,
+            imgbuild: _,
+            tools: _,
+        } = &base;
+        let k0 = base.key();
+        assert_eq!(k0, image_inputs(&spec(out), &programs()).key(), "stable");
+        assert_eq!(k0.len(), 64);
+        let env = b"#cloud-config\n".to_vec();
+        let env2 = b"#cloud-config\na: 1\n".to_vec();
+        let vmdk = Path::new("/o/ecs.vmdk");
+        let other_vmdk = Path::new("/o/other.vmdk");
+        let variants: Vec<(&str, ImageInputs)> = vec![
+            ("format version", {
+                let mut i = base.clone();
+                i.format += 1;
+                i
+            }),
+            ("top layer key", {
+                let mut s = spec(out);
+                s.top_layer.key = "k30b".into();
+                image_inputs(&s, &programs())
+            }),
+            ("top layer name", {
+                let mut s = spec(out);
+                s.top_layer.layer = "40-extra".into();
+                image_inputs(&s, &programs())
+            }),
+            ("SOURCE_DATE_EPOCH", {
+                let mut s = spec(out);
+                s.source_date_epoch += 1;
+                image_inputs(&s, &programs())
+            }),
+            ("format", {
+                let mut s = spec(out);
+                s.format = Format::Raw;
+                image_inputs(&s, &programs())
+            }),
+            ("--compress", {
+                let mut s = spec(out);
+                s.compress = true;
+                image_inputs(&s, &programs())
+            }),
+            ("--size", {
+                let mut s = spec(out);
+                s.size = Some(4 << 30);
+                image_inputs(&s, &programs())
+            }),
+            ("--cmdline", {
+                let mut s = spec(out);
+                s.cmdline = "quiet";
+                image_inputs(&s, &programs())
+            }),
+            ("--bake-env", {
+                let mut s = spec(out);
+                s.baked_env = Some(&env);
+                image_inputs(&s, &programs())
+            }),
+            ("baked env bytes", {
+                let mut s = spec(out);
+                s.baked_env = Some(&env2);
+                image_inputs(&s, &programs())
+            }),
+            ("vmdk file name", {
+                let mut s = spec(other_vmdk);
+                s.format = Format::Vmdk;
+                image_inputs(&s, &programs())
+            }),
+            ("imgbuild", {
+                let mut p = programs();
+                p.imgbuild = "another-exe".into();
+                image_inputs(&spec(out), &p)
+            }),
+            ("a host tool", {
+                let mut p = programs();
+                p.tools.insert("mkfs.ext4".into(), "missing".into());
+                image_inputs(&spec(out), &p)
+            }),
+        ];
+        let mut keys = vec![k0.clone()];
+        for (what, inputs) in &variants {
+            let k = inputs.key();
+            assert!(!keys.contains(&k), "{what} did not change the key");
+            keys.push(k);
+            assert!(
+                !diff(&base, inputs).is_empty() || *what == "vmdk file name",
+                "{what}: no reason given"
+            );
+        }
+        // The vmdk's name matters for vmdk only.
+        let mut a = spec(vmdk);
+        a.format = Format::Vmdk;
+        let mut b = spec(other_vmdk);
+        b.format = Format::Vmdk;
+        assert_ne!(
+            image_inputs(&a, &programs()).key(),
+            image_inputs(&b, &programs()).key()
+        );
+        assert_eq!(
+            image_inputs(&spec(Path::new("/elsewhere/x.qcow2")), &programs()).key(),
+            k0,
+            "a qcow2's name and directory do not matter"
+        );
+    }
+
+    #[test]
+    fn diffs_name_what_changed() {
+        let out = Path::new("/o/ecs.qcow2");
+        let a = image_inputs(&spec(out), &programs());
+        let mut s = spec(out);
+        s.cmdline = "quiet";
+        s.size = Some(2 << 30);
+        s.top_layer.key = "other".into();
+        let b = image_inputs(&s, &programs());
+        assert_eq!(
+            diff(&a, &b),
+            vec![
+                "layer 30-appliance changed",
+                "--size changed (default → 2.0 GiB)",
+                "--cmdline changed"
+            ]
+        );
+    }
+
+    #[test]
+    fn programs_of_this_process_are_hashed() {
+        let p = Programs::of_this_process().unwrap();
+        assert_eq!(p.imgbuild.len(), 64);
+        assert_eq!(p.tools.len(), DISK_TOOLS.len());
+    }
+
+    fn parts() -> ManifestParts {
+        let layout = crate::disk::Layout::plan(b"id", crate::disk::ESP_SIZE, 64 << 20);
+        ManifestParts {
+            disk: Assembled {
+                raw: PathBuf::new(),
+                root_uuid: layout.root.unique_guid,
+                layout,
+                esp_volume_id: "1234-ABCD".into(),
+                kernel_cmdline: "root=UUID=x ro".into(),
+                source_date_epoch: 1,
+                tree: crate::ext4::TreeUsage::default(),
+                min_disk_size: 1 << 20,
+            },
+            packages: vec![Package {
+                name: "a".into(),
+                version: "1".into(),
+                arch: "amd64".into(),
+            }],
+        }
+    }
+
+    fn stored(images: &Images, lock: &CacheLock, n: u64, d: &Path) -> (ImageInputs, String) {
+        let mut s = spec(Path::new("x.raw"));
+        s.format = Format::Raw;
+        s.size = Some(n);
+        let inputs = image_inputs(&s, &programs());
+        let img = d.join(format!("img{n}"));
+        let f = File::create(&img).unwrap();
+        f.set_len(8 << 20).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, format!("image {n}").as_bytes(), 1 << 20)
+            .unwrap();
+        drop(f);
+        let sha = output::sha256_file(&img).unwrap();
+        images.store(lock, &inputs, &img, &sha, &parts()).unwrap();
+        (inputs, sha)
+    }
+
+    #[test]
+    fn a_busy_cache_is_not_waited_for() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = Cache::open(&d.path().join("cache")).unwrap();
+        let images = Images::new(&cache);
+        let img = d.path().join("img");
+        fs::write(&img, "image").unwrap();
+        let inputs = image_inputs(&spec(Path::new("x.qcow2")), &programs());
+        let held = cache.lock().unwrap();
+        store_after_build(&images, &inputs, &img, "sha", &parts());
+        assert!(
+            images.list().is_empty(),
+            "stored while another held the lock"
+        );
+        drop(held);
+        store_after_build(&images, &inputs, &img, "sha", &parts());
+        assert_eq!(images.list().len(), 1);
+    }
+
+    #[test]
+    fn store_hit_damage_and_eviction() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = Cache::open(&d.path().join("cache")).unwrap();
+        let images = Images::new(&cache);
+        let lock = cache.lock().unwrap();
+        let (in1, sha1) = stored(&images, &lock, 1, d.path());
+        let Lookup::Hit(e) = images.lookup(&in1) else {
+            panic!("a stored image is a hit")
+        };
+        let out = d.path().join("out.raw");
+        assert_eq!(images.restore(&e, &out).unwrap(), sha1);
+        assert_eq!(output::sha256_file(&out).unwrap(), sha1);
+        assert!(
+            output::allocated_bytes(&out).unwrap() < 1 << 20,
+            "the restored raw image keeps its holes"
+        );
+        assert_eq!(
+            serde_json::to_string(&e.parts).unwrap(),
+            serde_json::to_string(&parts()).unwrap(),
+            "the manifest parts come back as they were"
+        );
+
+        // A missing manifest part: a miss that says so, and gc removes it.
+        let dir = images.entry_dir(&in1.key());
+        fs::remove_file(dir.join(MANIFEST)).unwrap();
+        match images.lookup(&in1) {
+            Lookup::Miss(why) => assert!(why.contains("incomplete"), "{why}"),
+            Lookup::Hit(_) => panic!("an entry without its manifest is a hit"),
+        }
+        // Storing again replaces the incomplete entry.
+        stored(&images, &lock, 1, d.path());
+        let Lookup::Hit(e) = images.lookup(&in1) else {
+            panic!("the re-stored entry is a hit")
+        };
+        // A damaged image (same size, other bytes) fails the restore.
+        std::os::unix::fs::FileExt::write_all_at(
+            &File::options().write(true).open(dir.join(IMAGE)).unwrap(),
+            b"X",
+            0,
+        )
+        .unwrap();
+        let out2 = d.path().join("out2.raw");
+        let err = format!("{:#}", images.restore(&e, &out2).unwrap_err());
+        assert!(err.contains("sha256"), "{err}");
+        // A truncated image is not even a hit.
+        File::options()
+            .write(true)
+            .open(dir.join(IMAGE))
+            .unwrap()
+            .set_len(4096)
+            .unwrap();
+        assert!(matches!(images.lookup(&in1), Lookup::Miss(_)));
+
+        // A half-written entry of a killed build is never looked at, and the
+        // next store removes it.
+        let (in2, _) = stored(&images, &lock, 2, d.path());
+        let half = images.dir.join(format!(".tmp-1-{}", in2.key()));
+        fs::create_dir(&half).unwrap();
+        fs::write(half.join(IMAGE), "partial").unwrap();
+        // Only KEEP entries are kept: 1 (damaged), 2, 3 → the newest two.
+        let (in3, _) = stored(&images, &lock, 3, d.path());
+        assert!(!half.exists(), "leftover removed");
+        let keys: Vec<String> = images.list().into_iter().map(|e| e.key).collect();
+        assert_eq!(keys.len(), KEEP);
+        assert!(keys.contains(&in2.key()) && keys.contains(&in3.key()));
+        match images.lookup(&in1) {
+            Lookup::Miss(why) => assert!(why.contains("--size changed"), "{why}"),
+            Lookup::Hit(_) => panic!("evicted"),
+        }
+        assert_eq!(images.matching(&in3.key()[..10]).len(), 1);
+        fs::write(images.dir.join("stray"), "x").unwrap();
+        let removed = images.gc(&lock, 1).unwrap();
+        assert_eq!(removed.len(), 1);
+        assert_eq!(images.list().len(), 1);
+        assert_eq!(
+            fs::read_dir(&images.dir).unwrap().count(),
+            1,
+            "stray file removed"
+        );
+    }
+}
