@@ -12,6 +12,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use gptman::GPT;
 
 use crate::plan::{
     BootDisk, Disk, DiskFacts, Filesystem, GptFacts, MbrFacts, MountFact, Part, Signature, Table,
@@ -33,8 +34,14 @@ pub struct Gathered {
 
 /// Reads the boot disk's partition table.
 pub fn read_table(disk: &mut DiskFile, root: Option<u32>) -> Result<Table> {
+    Ok(read_table_and_gpt(disk, root)?.0)
+}
+
+/// [`read_table`], and the parsed GPT when the table is one (so callers
+/// that need more of it do not read it twice).
+fn read_table_and_gpt(disk: &mut DiskFile, root: Option<u32>) -> Result<(Table, Option<GPT>)> {
     let Some(root) = root else {
-        return Ok(Table::None);
+        return Ok((Table::None, None));
     };
     let mut s0 = [0u8; 512];
     disk.file
@@ -68,7 +75,7 @@ pub fn read_table(disk: &mut DiskFile, root: Option<u32>) -> Result<Table> {
                 signatures: vec![],
             });
         }
-        return Ok(Table::Mbr(MbrFacts { partitions, root }));
+        return Ok((Table::Mbr(MbrFacts { partitions, root }), None));
     }
     let gpt = disk.read_gpt()?;
     let h = &gpt.header;
@@ -93,7 +100,7 @@ pub fn read_table(disk: &mut DiskFile, root: Option<u32>) -> Result<Table> {
             signatures: vec![],
         })
         .collect();
-    Ok(Table::Gpt(GptFacts {
+    let table = Table::Gpt(GptFacts {
         first_usable: h.first_usable_lba,
         backup_lba,
         primary_ok,
@@ -101,7 +108,8 @@ pub fn read_table(disk: &mut DiskFile, root: Option<u32>) -> Result<Table> {
         entries: h.number_of_partition_entries,
         partitions,
         root,
-    }))
+    });
+    Ok((table, Some(gpt)))
 }
 
 /// Mount points named in an fstab.
@@ -121,7 +129,7 @@ pub fn gather(sys: &System, etc: &Path, open: Opener) -> Result<Gathered> {
     let disk_path = sys.node(&disk_name);
     let root_device = sys.node(&root.name);
     let mut disk = open(&disk_path)?;
-    let mut table = read_table(&mut disk, root.partition)?;
+    let (mut table, gpt) = read_table_and_gpt(&mut disk, root.partition)?;
 
     let root_fs_bytes = if fstype == "ext4" {
         if disk.is_block_device() {
@@ -141,7 +149,7 @@ pub fn gather(sys: &System, etc: &Path, open: Opener) -> Result<Gathered> {
     let mut boot_parts: BTreeMap<u32, PathBuf> = BTreeMap::new();
     // The boot disk's partitions, always (even when the disk is of a kind
     // the disk listing skips, such as a loop device).
-    let bios_boot = bios_boot_partitions(&mut disk, &table)?;
+    let bios_boot = bios_boot_partitions(gpt.as_ref());
     for p in sys.partitions(&disk_name).unwrap_or_default() {
         if let Some(n) = p.partition {
             let node = sys.node(&p.name);
@@ -259,16 +267,14 @@ const BIOS_BOOT: [u8; 16] = *b"Hah!IdontNeedEFI";
 /// The boot disk's BIOS boot partitions. They hold GRUB's core.img, which
 /// no prober recognises; they are neither volumes nor blank, so they are
 /// not probed (on every boot libblkid would otherwise be asked, in vain).
-fn bios_boot_partitions(disk: &mut DiskFile, table: &Table) -> Result<BTreeSet<u32>> {
-    if !matches!(table, Table::Gpt(_)) {
-        return Ok(BTreeSet::new());
-    }
-    let gpt = disk.read_gpt()?;
-    Ok(gpt
-        .iter()
-        .filter(|(_, e)| e.is_used() && e.partition_type_guid == BIOS_BOOT)
-        .map(|(n, _)| n)
-        .collect())
+fn bios_boot_partitions(gpt: Option<&GPT>) -> BTreeSet<u32> {
+    gpt.map(|g| {
+        g.iter()
+            .filter(|(_, e)| e.is_used() && e.partition_type_guid == BIOS_BOOT)
+            .map(|(n, _)| n)
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 /// What stands for a BIOS boot partition's content.

@@ -125,9 +125,13 @@ impl DiskFile {
     }
 
     /// Reads the GPT (the primary, or the backup when the primary is bad).
+    ///
+    /// gptman reads a header, then each of the (usually 128) entries with a
+    /// seek and a read of its own; through [`Chunks`] that is three reads of
+    /// the disk instead of several hundred system calls (each one costly on
+    /// an emulated machine at boot).
     pub fn read_gpt(&mut self) -> Result<GPT> {
-        self.file.seek(SeekFrom::Start(0))?;
-        GPT::read_from(&mut self.file, self.sector_size)
+        GPT::read_from(&mut Chunks::new(&self.file, self.bytes), self.sector_size)
             .with_context(|| format!("reading the GPT of {}", self.path.display()))
     }
 
@@ -141,6 +145,78 @@ impl DiskFile {
         self.file
             .sync_all()
             .with_context(|| format!("syncing {}", self.path.display()))
+    }
+}
+
+/// A read-only `Read + Seek` view of a file or disk that reads aligned
+/// [`Chunks::SIZE`] chunks with `pread` and serves small reads from them.
+/// Made for one parse (a fresh one per table read), so it never serves
+/// bytes older than the parse.
+pub struct Chunks<'f> {
+    file: &'f File,
+    len: u64,
+    pos: u64,
+    /// Chunks read so far, by start offset (a table read touches 2 or 3).
+    cache: BTreeMap<u64, Vec<u8>>,
+}
+
+impl<'f> Chunks<'f> {
+    pub const SIZE: u64 = 64 * 1024;
+
+    pub fn new(file: &'f File, len: u64) -> Self {
+        Chunks {
+            file,
+            len,
+            pos: 0,
+            cache: BTreeMap::new(),
+        }
+    }
+
+    fn chunk(&mut self, start: u64) -> io::Result<&[u8]> {
+        if !self.cache.contains_key(&start) {
+            let want = Self::SIZE.min(self.len.saturating_sub(start)) as usize;
+            let mut buf = vec![0u8; want];
+            let mut got = 0;
+            while got < want {
+                match self.file.read_at(&mut buf[got..], start + got as u64) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            buf.truncate(got);
+            self.cache.insert(start, buf);
+        }
+        Ok(&self.cache[&start])
+    }
+}
+
+impl io::Read for Chunks<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if out.is_empty() || self.pos >= self.len {
+            return Ok(0);
+        }
+        let start = self.pos - self.pos % Self::SIZE;
+        let skip = (self.pos - start) as usize;
+        let chunk = self.chunk(start)?;
+        let n = chunk.len().saturating_sub(skip).min(out.len());
+        out[..n].copy_from_slice(&chunk[skip..skip + n]);
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for Chunks<'_> {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let pos = match to {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos = pos
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start"))?;
+        Ok(self.pos)
     }
 }
 

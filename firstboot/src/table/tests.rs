@@ -282,3 +282,51 @@ fn changed_table_is_not_overwritten() {
     drop(disk);
     assert_eq!(sha(&img), h, "nothing written");
 }
+
+#[test]
+fn chunks_read_the_same_bytes_as_the_file() {
+    use std::io::Read;
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("f");
+    // Not a multiple of the chunk size, so the last chunk is short.
+    let data: Vec<u8> = (0..(3 * Chunks::SIZE + 777))
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
+    fs::write(&p, &data).unwrap();
+    let f = File::open(&p).unwrap();
+    let mut c = Chunks::new(&f, data.len() as u64);
+    let len = data.len() as u64;
+    for (at, n) in [
+        (0, 512),
+        (Chunks::SIZE - 3, 10),
+        (2 * Chunks::SIZE - 128, 3 * 128),
+        (len - 100, 100),
+        (len - 5, 64),
+        (len, 8),
+        (1, 2 * Chunks::SIZE as usize + 5),
+    ] {
+        c.seek(SeekFrom::Start(at)).unwrap();
+        let mut got = Vec::new();
+        (&mut c).take(n as u64).read_to_end(&mut got).unwrap();
+        let end = (at as usize + n as usize).min(data.len());
+        assert_eq!(got, data[at as usize..end], "at {at}, {n} bytes");
+    }
+    assert_eq!(c.seek(SeekFrom::End(-1)).unwrap(), len - 1);
+    assert_eq!(c.seek(SeekFrom::Current(-2)).unwrap(), len - 3);
+    assert!(c.seek(SeekFrom::Current(-(len as i64))).is_err());
+}
+
+#[test]
+fn gpt_through_chunks_equals_gpt_read_directly() {
+    let d = tempfile::tempdir().unwrap();
+    let img = d.path().join("disk.img");
+    make_gpt_image(&img, 64 * MIB);
+    let mut disk = DiskFile::open_image(&img, 512).unwrap();
+    let direct = GPT::read_from(&mut disk.file, 512).unwrap();
+    let chunked = disk.read_gpt().unwrap();
+    assert_eq!(chunked.header, direct.header);
+    let a: Vec<_> = direct.iter().map(|(n, e)| (n, e.clone())).collect();
+    let b: Vec<_> = chunked.iter().map(|(n, e)| (n, e.clone())).collect();
+    assert_eq!(a, b);
+    assert!(a.iter().filter(|(_, e)| e.is_used()).count() >= 2);
+}
