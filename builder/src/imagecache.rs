@@ -15,6 +15,13 @@
 //! [`image_inputs`] for what goes in). Only builds from layers use the cache:
 //! a `--tree` is a directory nobody hashes.
 //!
+//! The entry's image is a hard link of the image the build writes to its
+//! output when both are on one filesystem (else a copy, or a reflink where
+//! the filesystem has them): storing then costs no second write and fsync
+//! of a gigabyte. Changing that output in place (booting it without an
+//! overlay, `qemu-img resize`) changes the entry too; a hit's sha256 check
+//! finds that, says so, and the build assembles the image again.
+//!
 //! An entry is written into `images/.tmp-PID-KEY/`, synced, and renamed into
 //! place, so a killed build never leaves something a later build takes for a
 //! hit. A lookup needs all three files, an image of the recorded size and
@@ -235,6 +242,11 @@ pub struct EntryMeta {
     pub size: u64,
     pub sha256: String,
     pub inputs: ImageInputs,
+    /// The image is a hard link of the output it was built as (same file
+    /// system), not a copy: changing that output in place changes it too,
+    /// which a hit's sha256 check then finds.
+    #[serde(default)]
+    pub linked: bool,
 }
 
 /// The manifest's parts that come from the tree and the assembly.
@@ -300,8 +312,9 @@ impl Images {
         }
         if size != meta.size {
             return Err(format!(
-                "the image has {size} bytes, {ENTRY} says {}",
-                meta.size
+                "the image has {size} bytes, {ENTRY} says {}{}",
+                meta.size,
+                changed_output_hint(meta.linked)
             ));
         }
         Ok(Entry { meta, parts, dir })
@@ -329,8 +342,9 @@ impl Images {
         let sha256 = output::sha256_file(dest)?;
         if sha256 != entry.meta.sha256 {
             bail!(
-                "the cached image's sha256 is {sha256}, its entry says {}",
-                entry.meta.sha256
+                "the cached image's sha256 is {sha256}, its entry says {}{}",
+                entry.meta.sha256,
+                changed_output_hint(entry.meta.linked)
             );
         }
         if let Ok(f) = File::options().write(true).open(entry.dir.join(ENTRY)) {
@@ -358,16 +372,22 @@ impl Images {
         fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         let written = (|| -> Result<EntryMeta> {
             let img = tmp.join(IMAGE);
-            clone_or_copy(image, &img)?;
-            File::open(&img)
-                .and_then(|f| f.sync_all())
-                .context("syncing the cached image")?;
+            // A link costs no copy and no second fsync of a gigabyte; the
+            // build has synced the image already.
+            let linked = fs::hard_link(image, &img).is_ok();
+            if !linked {
+                clone_or_copy(image, &img)?;
+                File::open(&img)
+                    .and_then(|f| f.sync_all())
+                    .context("syncing the cached image")?;
+            }
             let meta = EntryMeta {
                 key: key.clone(),
                 created: now(),
                 size: fs::metadata(&img)?.len(),
                 sha256: sha256.to_string(),
                 inputs: inputs.clone(),
+                linked,
             };
             for (name, json) in [
                 (MANIFEST, serde_json::to_vec_pretty(parts)?),
@@ -508,6 +528,16 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Why a linked entry's image may have changed.
+fn changed_output_hint(linked: bool) -> &'static str {
+    if linked {
+        " (it is the same file as the image this entry was built as, \
+         which was changed in place since, e.g. booted without an overlay)"
+    } else {
+        ""
+    }
+}
+
 /// Stores an image the build just made, unless another imgbuild holds the
 /// cache (then the next build assembles again). Never fails the build.
 pub fn store_after_build(
@@ -528,9 +558,14 @@ pub fn store_after_build(
     })();
     match result {
         Ok(Some(meta)) => tracing::info!(
-            "image: stored {} ({}) in {:.1}s",
+            "image: stored {} ({}{}) in {:.1}s",
             &key[..12],
             human(meta.size),
+            if meta.linked {
+                ", a hard link of the output"
+            } else {
+                ", a copy"
+            },
             t.elapsed().as_secs_f64()
         ),
         Ok(None) => tracing::info!(
@@ -853,5 +888,57 @@ mod tests {
             1,
             "stray file removed"
         );
+    }
+
+    /// On one filesystem the entry is the output's own file (no copy); an
+    /// output changed in place is then found by the sha256 check, which
+    /// says why. Across filesystems it is a copy the output cannot change.
+    #[test]
+    fn entries_link_the_output_and_notice_when_it_changed() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = Cache::open(&d.path().join("cache")).unwrap();
+        let images = Images::new(&cache);
+        let lock = cache.lock().unwrap();
+        let (in1, _) = stored(&images, &lock, 1, d.path());
+        let Lookup::Hit(e) = images.lookup(&in1) else {
+            panic!("a stored image is a hit")
+        };
+        assert!(e.meta.linked, "same filesystem: linked");
+        let src = fs::metadata(d.path().join("img1")).unwrap();
+        let cached = fs::metadata(e.dir.join(IMAGE)).unwrap();
+        assert_eq!((src.dev(), src.ino()), (cached.dev(), cached.ino()));
+        // The output booted without an overlay: one sector changed.
+        std::os::unix::fs::FileExt::write_all_at(
+            &File::options()
+                .write(true)
+                .open(d.path().join("img1"))
+                .unwrap(),
+            b"booted",
+            0,
+        )
+        .unwrap();
+        let err = format!(
+            "{:#}",
+            images.restore(&e, &d.path().join("out.raw")).unwrap_err()
+        );
+        assert!(err.contains("changed in place"), "{err}");
+
+        // From another filesystem (tmpfs, when there is one): a copy.
+        let shm = Path::new("/dev/shm");
+        if shm.is_dir() {
+            let other = tempfile::tempdir_in(shm).unwrap();
+            let same_fs = fs::metadata(other.path()).unwrap().dev()
+                == fs::metadata(&images.dir).unwrap().dev();
+            let (in2, _) = stored(&images, &lock, 2, other.path());
+            let Lookup::Hit(e2) = images.lookup(&in2) else {
+                panic!("a stored image is a hit")
+            };
+            assert_eq!(e2.meta.linked, same_fs);
+            fs::write(other.path().join("img2"), "changed").unwrap();
+            if !same_fs {
+                let out = d.path().join("out2.raw");
+                images.restore(&e2, &out).unwrap();
+            }
+        }
     }
 }

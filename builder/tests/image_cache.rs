@@ -1,7 +1,9 @@
 //! The assembled-image cache end to end: a build from layers stores its
 //! image, an identical rebuild copies it (and writes the same bytes as the
 //! build that assembled it), anything that reaches the image misses, a
-//! damaged entry is a miss, and `--no-image-cache` assembles.
+//! damaged entry is a miss, an output changed in place (the entry is its
+//! hard link) is noticed and assembled again, and `--no-image-cache`
+//! assembles.
 //!
 //! The stack is the shared minbase of `tree_layers.rs` plus a kernel and
 //! GRUB (the least a disk needs), built once per machine in the persistent
@@ -192,6 +194,28 @@ fn slow_identical_rebuild_copies_the_cached_image() {
         entry.join("manifest.json").is_file(),
         "the entry is whole again"
     );
+
+    // 4b: the entry is the output's own file (one filesystem): an output
+    // changed in place (as by booting it without an overlay) is noticed by
+    // the hit's sha256 check, which says why; the build assembles again.
+    let cached = fs::metadata(entry.join("image")).unwrap();
+    let output = fs::metadata(&image).unwrap();
+    assert_eq!(
+        (cached.dev(), cached.ino()),
+        (output.dev(), output.ino()),
+        "the entry is a hard link of the output"
+    );
+    std::os::unix::fs::FileExt::write_all_at(
+        &fs::File::options().write(true).open(&image).unwrap(),
+        b"booted",
+        0,
+    )
+    .unwrap();
+    let err = ok(&build(&[]));
+    assert_eq!(image_key(&err, "hit"), key);
+    assert!(err.contains("changed in place"), "{err}");
+    assert!(err.contains(assembled), "{err}");
+    assert_same_outputs(&out, &first, "a rebuild after the output was changed");
 
     // 5: --no-image-cache assembles, and neither looks up nor stores.
     let err = ok(&build(&["--no-image-cache"]));
