@@ -308,7 +308,7 @@ fn chunks_read_the_same_bytes_as_the_file() {
         c.seek(SeekFrom::Start(at)).unwrap();
         let mut got = Vec::new();
         (&mut c).take(n as u64).read_to_end(&mut got).unwrap();
-        let end = (at as usize + n as usize).min(data.len());
+        let end = (at as usize + n).min(data.len());
         assert_eq!(got, data[at as usize..end], "at {at}, {n} bytes");
     }
     assert_eq!(c.seek(SeekFrom::End(-1)).unwrap(), len - 1);
