@@ -37,11 +37,46 @@ fn common_args() -> [&'static str; 5] {
 /// Archives the tree at `root` into `dest` (tar + zstd). `root` must hold no
 /// mounts: the caller unmounts first, and `--one-file-system` is a backstop.
 pub fn create(root: &Path, dest: &Path, source_date_epoch: i64, step: &Step) -> anyhow::Result<()> {
+    tar_create(root, dest, source_date_epoch, Some(ZSTD), step)
+}
+
+/// [`create`] in two halves: the tar alone, uncompressed (a quick read of
+/// the tree, after which the tree may change), then [`compress`] of that
+/// file, which can run while the caller goes on. Extracting the result is
+/// the same as extracting [`create`]'s.
+pub fn create_uncompressed(
+    root: &Path,
+    dest: &Path,
+    source_date_epoch: i64,
+    step: &Step,
+) -> anyhow::Result<()> {
+    tar_create(root, dest, source_date_epoch, None, step)
+}
+
+/// Compresses the tar file `tar` into `dest` as [`create`] would.
+pub fn compress(tar: &Path, dest: &Path) -> anyhow::Result<()> {
+    let mut words = ZSTD.split_whitespace();
+    let mut c = cmd::command(words.next().expect("a program"), words);
+    c.args(["-f", "-o"]).arg(dest).arg(tar);
+    cmd::run(&mut c)
+        .map(drop)
+        .with_context(|| format!("compressing {} into {}", tar.display(), dest.display()))
+}
+
+fn tar_create(
+    root: &Path,
+    dest: &Path,
+    source_date_epoch: i64,
+    compressor: Option<&str>,
+    step: &Step,
+) -> anyhow::Result<()> {
     let mut c = cmd::command("tar", ["--create"]);
     c.arg(format!("--file={}", dest.display()))
-        .arg(format!("--directory={}", root.display()))
-        .arg(format!("--use-compress-program={ZSTD}"))
-        .args(common_args())
+        .arg(format!("--directory={}", root.display()));
+    if let Some(z) = compressor {
+        c.arg(format!("--use-compress-program={z}"));
+    }
+    c.args(common_args())
         .args([
             "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime",
             "--sort=name",
@@ -124,10 +159,37 @@ mod tests {
         let step = p.step("test");
         let tarball = d.path().join("t.tar.zst");
         create(&src, &tarball, 1_700_000_000, &step).unwrap();
-        let out = d.path().join("out");
-        fs::create_dir(&out).unwrap();
-        extract(&tarball, &out, &step).unwrap();
+        // The same archive in two halves (a plain tar, compressed later).
+        let plain = d.path().join("t.tar");
+        let later = d.path().join("t-later.tar.zst");
+        create_uncompressed(&src, &plain, 1_700_000_000, &step).unwrap();
+        compress(&plain, &later).unwrap();
+        for (i, archive) in [&tarball, &later].into_iter().enumerate() {
+            let out = d.path().join(format!("out{i}"));
+            fs::create_dir(&out).unwrap();
+            extract(archive, &out, &step).unwrap();
+            check_extracted(&out, &cap);
+        }
 
+        // Same tree, same epoch: the same bytes.
+        let again = d.path().join("t2.tar.zst");
+        create(&src, &again, 1_700_000_000, &step).unwrap();
+        assert_eq!(fs::read(&tarball).unwrap(), fs::read(&again).unwrap());
+        let mut z = std::process::Command::new("zstd")
+            .args(["-d", "-c", "-q"])
+            .arg(&tarball)
+            .output()
+            .unwrap();
+        assert!(z.status.success());
+        assert_eq!(
+            std::mem::take(&mut z.stdout),
+            fs::read(&plain).unwrap(),
+            "the two halves archive the same tar"
+        );
+    }
+
+    /// What every archive of `archive_round_trip`'s tree must give back.
+    fn check_extracted(out: &Path, cap: &[u8; 20]) {
         let m = fs::symlink_metadata(out.join("usr/bin/ping")).unwrap();
         assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o4755, 1234, 4321));
         assert_eq!(
@@ -170,11 +232,6 @@ mod tests {
         );
         let m = fs::symlink_metadata(out.join("fifo")).unwrap();
         assert_eq!(m.mode(), libc::S_IFIFO | 0o600);
-
-        // Same tree, same epoch: the same bytes.
-        let again = d.path().join("t2.tar.zst");
-        create(&src, &again, 1_700_000_000, &step).unwrap();
-        assert_eq!(fs::read(&tarball).unwrap(), fs::read(&again).unwrap());
     }
 
     fn c(p: &Path) -> std::ffi::CString {

@@ -453,7 +453,9 @@ fn make_image(
             (copy, info, None)
         }
         (None, Some(stack)) => {
-            let built = stack.build()?;
+            // A top layer built now is compressed into the cache while the
+            // disk is assembled (finished below).
+            let built = stack.build_with_background_store()?;
             let info = TreeInfo {
                 layers: built.layers.clone(),
                 source: None,
@@ -469,13 +471,6 @@ fn make_image(
     };
 
     let a = assemble(&tree, work, disk_opts)?;
-    match built {
-        // Dropping the built tree removes its work directory.
-        Some(b) => drop(b),
-        None => {
-            fs::remove_dir_all(&tree).with_context(|| format!("removing {}", tree.display()))?
-        }
-    }
 
     // The image.
     let t = Instant::now();
@@ -492,6 +487,13 @@ fn make_image(
         .and_then(|f| f.sync_all())
         .context("syncing the image")?;
     tracing::info!("image: {format} in {:.1}s", t.elapsed().as_secs_f64());
+    match built {
+        // Dropping the built tree removes its work directory.
+        Some(mut b) => b.finish_store()?,
+        None => {
+            fs::remove_dir_all(&tree).with_context(|| format!("removing {}", tree.display()))?
+        }
+    }
     Ok(Made {
         parts: ManifestParts { disk: a, packages },
         tree: info,

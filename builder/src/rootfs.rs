@@ -28,6 +28,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 
 use anyhow::{bail, Context};
 use seeds::cmd;
@@ -109,8 +110,10 @@ pub struct Package {
 
 /// The result of the tree stage: a root tree in a work directory that is
 /// deleted when this value is dropped (see [`BuiltTree::move_to`]).
-#[derive(Debug)]
 pub struct BuiltTree {
+    /// The top layer's entry while it is compressed (dropped first: its
+    /// tar lives in the work directory).
+    pending: Option<PendingStore>,
     /// The root tree (owned by root, with device nodes, xattrs, ...).
     pub root: PathBuf,
     /// The layers bottom to top, with their keys.
@@ -125,7 +128,76 @@ pub struct BuiltTree {
     work: TreeDir,
 }
 
+impl std::fmt::Debug for BuiltTree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuiltTree")
+            .field("root", &self.root)
+            .field("layers", &self.layers)
+            .field("pending", &self.pending.as_ref().map(|p| &p.name))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The top layer's cache entry while its tar is compressed in the
+/// background (see [`Stack::build_with_background_store`]). Committed by
+/// [`BuiltTree::finish_store`], or when dropped (a failed build still caches
+/// a layer that was built), unless interrupted. Holds the cache's lock until
+/// then, as the layer stage does.
+struct PendingStore {
+    name: String,
+    inputs: Inputs,
+    cache: Cache,
+    started: Instant,
+    job: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+    zst: TempFile,
+    tar: TempFile,
+    lock: Option<cache::CacheLock>,
+}
+
+impl PendingStore {
+    fn commit(&mut self) -> anyhow::Result<()> {
+        let Some(job) = self.job.take() else {
+            return Ok(());
+        };
+        let compressed = job
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the compression thread panicked")));
+        let _ = fs::remove_file(&self.tar.0);
+        compressed.with_context(|| format!("layer {}: archiving", self.name))?;
+        mount::check_interrupted()?;
+        let meta = self.cache.store(&self.zst.0, &self.inputs)?;
+        tracing::info!(
+            "{}: archiving: stored {} ({} MiB), compressed beside the disk, in {:.1}s",
+            self.name,
+            &meta.key[..12],
+            meta.size >> 20,
+            self.started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+}
+
+impl Drop for PendingStore {
+    fn drop(&mut self) {
+        if self.job.is_some() {
+            if let Err(e) = self.commit() {
+                tracing::warn!("{}: not cached: {e:#}", self.name);
+            }
+        }
+        drop(self.lock.take());
+    }
+}
+
 impl BuiltTree {
+    /// Waits for the top layer's background compression (if any) and puts
+    /// its entry into the cache.
+    pub fn finish_store(&mut self) -> anyhow::Result<()> {
+        match self.pending.take() {
+            Some(mut p) => p.commit(),
+            None => Ok(()),
+        }
+    }
+
     /// Moves the tree to `dest` (which must not exist or be an empty
     /// directory), keeping it after this value is gone.
     pub fn move_to(self, dest: &Path) -> anyhow::Result<()> {
@@ -217,8 +289,21 @@ impl Stack<'_> {
     /// Extracts the highest cached state and builds the rest (see
     /// [`build_tree`]); the cache is unlocked when this returns.
     pub fn build(self) -> anyhow::Result<BuiltTree> {
+        self.build_tree(false)
+    }
+
+    /// [`Stack::build`], except that a top layer that is built is only read
+    /// into a plain tar before this returns; its compression and cache entry
+    /// finish in the background (see [`BuiltTree::finish_store`]), so a
+    /// caller that goes on to make a disk from the tree does both at once.
+    /// The tree may be changed as soon as this returns.
+    pub fn build_with_background_store(self) -> anyhow::Result<BuiltTree> {
+        self.build_tree(true)
+    }
+
+    fn build_tree(self, background: bool) -> anyhow::Result<BuiltTree> {
         let run = self.run;
-        let (layers, work, root) = run.execute(true)?;
+        let (layers, work, root, mut pending) = run.execute(true, background)?;
         let (work, root) = (
             work.expect("a tree was asked for"),
             root.expect("a tree was asked for"),
@@ -226,13 +311,26 @@ impl Stack<'_> {
         let step = run.progress.step("listing packages");
         let packages = installed_packages(&root)?;
         step.done_with(&format!("{} packages", packages.len()));
+        let Run {
+            base,
+            sde,
+            cache,
+            _lock,
+            ..
+        } = run;
+        match &mut pending {
+            // The lock goes with the entry still to be stored.
+            Some(p) => p.lock = Some(_lock),
+            None => drop(_lock),
+        }
         Ok(BuiltTree {
+            pending,
             root,
             layers,
             packages,
-            base: run.base.clone(),
-            source_date_epoch: run.sde,
-            cache: run.cache.clone(),
+            base,
+            source_date_epoch: sde,
+            cache,
             work,
         })
     }
@@ -242,7 +340,7 @@ impl Stack<'_> {
 /// tree when it already is. Returns the layers with their keys.
 pub fn cache_layers(opts: &TreeOptions, progress: &Progress) -> anyhow::Result<Vec<BuiltLayer>> {
     let run = Run::prepare(opts, progress)?;
-    Ok(run.execute(false)?.0)
+    Ok(run.execute(false, false)?.0)
 }
 
 /// One planned layer.
@@ -438,16 +536,25 @@ impl<'p> Run<'p> {
     /// rest. Returns the layers, and (when `want_tree` or anything was built)
     /// the work directory and the tree in it.
     #[allow(clippy::type_complexity)]
+    /// With `background`, the top layer's store is left to a
+    /// [`PendingStore`] (returned) when that layer is built.
+    #[allow(clippy::type_complexity)]
     fn execute(
         &self,
         want_tree: bool,
-    ) -> anyhow::Result<(Vec<BuiltLayer>, Option<TreeDir>, Option<PathBuf>)> {
+        background: bool,
+    ) -> anyhow::Result<(
+        Vec<BuiltLayer>,
+        Option<TreeDir>,
+        Option<PathBuf>,
+        Option<PendingStore>,
+    )> {
         let out = self.report();
         let (top_cached, resume_in_layer) = self.resume_point();
         let all_cached = top_cached == Some(self.plan.len() - 1) && resume_in_layer.is_none();
         if all_cached && !want_tree {
             self.cache.touch(&self.plan[self.plan.len() - 1].key);
-            return Ok((out, None, None));
+            return Ok((out, None, None, None));
         }
 
         let work = TreeDir::create(next_work_path(&self.cache, "tree"), self.in_memory)?;
@@ -474,27 +581,39 @@ impl<'p> Run<'p> {
             }
             None => 0,
         };
+        let mut pending = None;
         for (i, p) in self.plan.iter().enumerate().skip(first_to_build) {
             mount::check_interrupted()?;
             let from_packages = resume_in_layer == Some(i);
-            self.build_layer(p, &root, from_packages).map_err(|e| {
-                if mount::interrupted() {
-                    e.context(format!("layer {}: interrupted", p.layer.name))
-                } else {
-                    e.context(format!(
-                        "layer {} failed (nothing was cached for it)",
-                        p.layer.name
-                    ))
-                }
-            })?;
+            let scratch = (background && i + 1 == self.plan.len()).then(|| work.path());
+            pending = self
+                .build_layer(p, &root, from_packages, scratch)
+                .map_err(|e| {
+                    if mount::interrupted() {
+                        e.context(format!("layer {}: interrupted", p.layer.name))
+                    } else {
+                        e.context(format!(
+                            "layer {} failed (nothing was cached for it)",
+                            p.layer.name
+                        ))
+                    }
+                })?;
         }
-        Ok((out, Some(work), Some(root)))
+        Ok((out, Some(work), Some(root), pending))
     }
 
     /// Builds one layer in `root` (which holds its parent's tree, or
     /// nothing for the base) and stores it. With `from_packages`, `root`
-    /// already holds this layer's package stage.
-    fn build_layer(&self, p: &Planned, root: &Path, from_packages: bool) -> anyhow::Result<()> {
+    /// already holds this layer's package stage. With `scratch` (a
+    /// directory for a plain tar), the store is left to the returned
+    /// [`PendingStore`].
+    fn build_layer(
+        &self,
+        p: &Planned,
+        root: &Path,
+        from_packages: bool,
+        scratch: Option<&Path>,
+    ) -> anyhow::Result<Option<PendingStore>> {
         let name = &p.layer.name;
         let distro = self.base.distro;
         let env = ChrootEnv {
@@ -564,7 +683,46 @@ impl<'p> Run<'p> {
         }
         cleanup_tree(root)?;
         mount::check_interrupted()?;
-        self.store(root, &format!("{name}: archiving"), &p.inputs)
+        match scratch {
+            Some(dir) => self.store_later(root, name, &p.inputs, dir).map(Some),
+            None => self
+                .store(root, &format!("{name}: archiving"), &p.inputs)
+                .map(|()| None),
+        }
+    }
+
+    /// Reads the tree at `root` into a plain tar in `scratch` and leaves
+    /// its compression and cache entry to the returned [`PendingStore`].
+    fn store_later(
+        &self,
+        root: &Path,
+        name: &str,
+        inputs: &Inputs,
+        scratch: &Path,
+    ) -> anyhow::Result<PendingStore> {
+        let step = self.progress.step(format!("{name}: archiving"));
+        let mounted = mount::mounts_under(root)?;
+        if !mounted.is_empty() {
+            bail!("not archiving: still mounted in the tree: {mounted:?}");
+        }
+        let started = Instant::now();
+        let key = inputs.key();
+        let tar = TempFile(scratch.join(format!(".{key}.tar")));
+        archive::create_uncompressed(root, &tar.0, self.sde, &step)?;
+        let zst = TempFile(self.cache.temp_archive_path(&key));
+        let (from, to) = (tar.0.clone(), zst.0.clone());
+        let job = std::thread::spawn(move || archive::compress(&from, &to));
+        step.done_with("tree read; compressing it beside the disk");
+        Ok(PendingStore {
+            name: name.to_string(),
+            inputs: inputs.clone(),
+            cache: self.cache.clone(),
+            started,
+            job: Some(job),
+            zst,
+            tar,
+            lock: None,
+        })
     }
 
     /// One apt at a time writes to the apt package cache, which several

@@ -3,7 +3,8 @@
 //! build that assembled it), anything that reaches the image misses, a
 //! damaged entry is a miss, an output changed in place (the entry is its
 //! hard link) is noticed and assembled again, and `--no-image-cache`
-//! assembles.
+//! assembles; a new top layer is compressed into the cache while the disk
+//! is assembled.
 //!
 //! The stack is the shared minbase of `tree_layers.rs` plus a kernel and
 //! GRUB (the least a disk needs), built once per machine in the persistent
@@ -252,4 +253,26 @@ fn slow_identical_rebuild_copies_the_cached_image() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(image_rows(&cs).is_empty());
     assert!(!entry.exists());
+
+    // 6: a new top layer is built, read into a plain tar and compressed
+    // while the disk is assembled; its entry is in the cache when the build
+    // ends (the next build hits it, and the image).
+    write(&layers.join("20-top/layer.yml"), "{}\n", 0o644);
+    write(&layers.join("20-top/files/etc/imgbuild-test"), "6\n", 0o644);
+    let err = ok(&build(&[]));
+    assert!(
+        err.contains("20-top: archiving: tree read; compressing it beside the disk"),
+        "{err}"
+    );
+    assert!(err.contains("20-top: archiving: stored"), "{err}");
+    assert!(err.contains(assembled), "{err}");
+    let err = ok(&build(&[]));
+    assert!(err.contains("20-top: hit"), "{err}");
+    assert!(err.contains("image: hit"), "{err}");
+    let left: Vec<PathBuf> = fs::read_dir(cache.join("layers"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "temporary layer files left: {left:?}");
 }
