@@ -44,13 +44,24 @@ pub const LINUX_FS: [u8; 16] = [
 ];
 
 /// An open disk, locked exclusively until dropped.
+///
+/// A block device is opened read-only, and only [`DiskFile::make_writable`]
+/// (which [`commit`] calls) reopens it for writing: udev watches disks
+/// (`OPTIONS+="watch"`) and re-probes the disk and every partition when a
+/// descriptor opened for writing is closed, so a boot with nothing to write
+/// must not open one. The lock stays on the first descriptor.
 #[derive(Debug)]
 pub struct DiskFile {
     pub path: PathBuf,
+    /// Reads (and, once writable, writes) go through this descriptor.
     pub file: File,
     pub sector_size: u64,
     pub bytes: u64,
     block: bool,
+    writable: bool,
+    /// The locked read-only descriptor, kept open once `file` was reopened
+    /// for writing.
+    _locked: Option<File>,
 }
 
 fn lock_exclusive(f: &File, path: &Path) -> Result<()> {
@@ -77,9 +88,15 @@ fn open_rw(path: &Path) -> Result<(File, std::fs::Metadata)> {
 }
 
 impl DiskFile {
-    /// Opens a real disk (must be a block device).
+    /// Opens a real disk (must be a block device), read-only and locked.
     pub fn open_device(path: &Path) -> Result<Self> {
-        let (file, meta) = open_rw(path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let meta = file
+            .metadata()
+            .with_context(|| format!("reading the metadata of {}", path.display()))?;
         ensure!(
             meta.file_type().is_block_device(),
             "{} is not a block device",
@@ -94,7 +111,25 @@ impl DiskFile {
             sector_size,
             bytes,
             block: true,
+            writable: false,
+            _locked: None,
         })
+    }
+
+    /// Reopens a read-only disk for writing (the lock stays held).
+    pub fn make_writable(&mut self) -> Result<()> {
+        if self.writable {
+            return Ok(());
+        }
+        let (rw, _) = open_rw(&self.path)?;
+        self._locked = Some(std::mem::replace(&mut self.file, rw));
+        self.writable = true;
+        Ok(())
+    }
+
+    /// Whether writes are possible (see [`DiskFile::make_writable`]).
+    pub fn is_writable(&self) -> bool {
+        self.writable
     }
 
     /// Opens a disk image file. Refuses block devices: this is the
@@ -113,6 +148,8 @@ impl DiskFile {
             sector_size,
             bytes: meta.len(),
             block: false,
+            writable: true,
+            _locked: None,
         })
     }
 
@@ -136,6 +173,11 @@ impl DiskFile {
     }
 
     fn put(&self, offset: u64, bytes: &[u8]) -> Result<()> {
+        ensure!(
+            self.writable,
+            "{} is open read-only (make_writable first)",
+            self.path.display()
+        );
         self.file
             .write_all_at(bytes, offset)
             .with_context(|| format!("writing {} at byte {offset}", self.path.display()))
@@ -235,6 +277,10 @@ pub fn partition_guid(disk_guid: &[u8; 16], volume: Volume) -> [u8; 16] {
 /// Applies the table actions (in order) to the disk in one commit.
 pub fn commit(disk: &mut DiskFile, actions: &[&Action]) -> Result<()> {
     use crate::plan::TableKind;
+    if actions.is_empty() {
+        return Ok(());
+    }
+    disk.make_writable()?;
     let mbr = actions.iter().any(|a| {
         matches!(
             a,

@@ -457,6 +457,23 @@ fn loop_device_blkpg() {
     }
     let mut disk = DiskFile::open_device(&dev).unwrap();
     assert_eq!((disk.sector_size, disk.bytes), (512, 256 * MIB));
+    // Read-only until a write is due (closing a writable descriptor makes
+    // udev re-probe the disk), and locked against others either way.
+    let access = |f: &std::fs::File| {
+        use std::os::fd::AsRawFd;
+        // SAFETY: F_GETFL on an open descriptor.
+        let flags = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETFL) };
+        flags & libc::O_ACCMODE
+    };
+    let locked_by_us = || {
+        use std::os::fd::AsRawFd;
+        let other = std::fs::File::open(&dev).unwrap();
+        // SAFETY: flock on an open descriptor.
+        unsafe { libc::flock(other.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) != 0 }
+    };
+    assert_eq!(access(&disk.file), libc::O_RDONLY);
+    assert!(!disk.is_writable());
+    assert!(locked_by_us(), "the read-only descriptor holds the lock");
     let table = facts::read_table(&mut disk, Some(3)).unwrap();
     let f = plan::DiskFacts {
         boot: plan::BootDisk {
@@ -482,6 +499,8 @@ fn loop_device_blkpg() {
     .unwrap();
     let acts: Vec<&Action> = p.actions.iter().filter(|a| a.edits_table()).collect();
     table::commit(&mut disk, &acts).unwrap();
+    assert_eq!(access(&disk.file), libc::O_RDWR, "reopened for the write");
+    assert!(locked_by_us(), "still locked after reopening");
     table::tell_kernel(&disk, &acts, &[1, 2, 3]).unwrap();
     let gpt = disk.read_gpt().unwrap();
     let sys = System::real();
