@@ -62,6 +62,7 @@ def main():
     ap.add_argument("--console", required=True)
     ap.add_argument("--memory", default="1024")
     ap.add_argument("--smp", default="1")
+    ap.add_argument("--cpu", default="max", help="QEMU -cpu model under TCG (qemu-tests: qemu64)")
     a = ap.parse_args()
 
     markers = []
@@ -79,7 +80,7 @@ def main():
            "-serial", "stdio", "-no-reboot",
            "-qmp", f"unix:{qmp},server=on,wait=off"]
     if accel == "tcg":
-        cmd += ["-cpu", "max"]
+        cmd += ["-cpu", a.cpu]
     if a.firmware == "uefi":
         vars_copy = os.path.join(tmp, "OVMF_VARS.fd")
         shutil.copy(OVMF_VARS, vars_copy)
