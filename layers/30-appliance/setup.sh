@@ -34,6 +34,13 @@ Requires=postgresql@$ver-main.service
 After=postgresql@$ver-main.service
 UNIT
 
+# No private key in the image: ssl-cert (pulled in by postgresql-common) made
+# a snakeoil key and certificate at install time, which every appliance
+# built from this tree would share. appliance-snakeoil.service makes the
+# machine's own pair at first boot.
+rm -f /etc/ssl/private/ssl-cert-snakeoil.key /etc/ssl/certs/ssl-cert-snakeoil.pem
+find /etc/ssl/certs -maxdepth 1 -lname ssl-cert-snakeoil.pem -delete
+
 # nginx: only the status page.
 rm -f /etc/nginx/sites-enabled/default
 ln -sfn ../sites-available/ecs-appliance /etc/nginx/sites-enabled/ecs-appliance

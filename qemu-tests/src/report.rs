@@ -22,13 +22,20 @@ pub const FILES: &[&str] = &[
     "/app/.ssh/authorized_keys",
     "/etc/hostname",
     "/etc/fstab",
+    "/etc/ssl/certs/ssl-cert-snakeoil.pem",
+    // A secret: facts only, never its content (see SECRET_DIR).
+    "/etc/ssl/private/ssl-cert-snakeoil.key",
 ];
+
+/// Files under this directory are reported without their content.
+pub const SECRET_DIR: &str = "/etc/ssl/private/";
 
 /// Units whose state is reported (`VERSION` is PostgreSQL's major version).
 pub const UNITS: &[&str] = &[
     "ecs-firstboot.service",
     "ecs-appliance.target",
     "appliance-postgresql.service",
+    "appliance-snakeoil.service",
     "postgresql@VERSION-main.service",
     "nginx.service",
     "appliance.service",

@@ -75,6 +75,32 @@ fn check_handoff(
     c.check(keys.contains(TEST_SSH_KEY), || {
         format!("root's authorized_keys lacks the env's key: {keys:?}")
     });
+    // This machine's own TLS pair, made at first boot (the image has none).
+    match r.files.get("/etc/ssl/private/ssl-cert-snakeoil.key") {
+        Some(f) => {
+            c.eq((f.mode, f.uid), (0o640, 0), "snakeoil key mode and owner");
+            c.check(f.size > 0, || "the snakeoil key is empty".into());
+            c.check(f.content.is_none(), || {
+                "the reporter printed the snakeoil key's content".into()
+            });
+        }
+        None => c.check(false, || "no snakeoil key at boot".into()),
+    }
+    let cert = r
+        .files
+        .get("/etc/ssl/certs/ssl-cert-snakeoil.pem")
+        .and_then(|f| f.content.clone())
+        .unwrap_or_default();
+    c.check(cert.contains("BEGIN CERTIFICATE"), || {
+        format!("no snakeoil certificate at boot: {cert:?}")
+    });
+    c.eq(
+        r.units
+            .get("appliance-snakeoil.service")
+            .map(|u| u.result.as_str()),
+        Some("success"),
+        "appliance-snakeoil.service result",
+    );
     c.check(!r.files.contains_key("/run/appliance-failed"), || {
         format!(
             "/run/appliance-failed exists: {:?}",
@@ -152,7 +178,49 @@ fn ignore_storage(firmware: Firmware, name: &str) {
     c.eq(r.firmware.as_str(), want_fw, "firmware");
     check_root_fills(&mut c, r, 8 * GIB);
     check_handoff(&mut c, r, &o.page(), &env_ignore_storage(), &flat, "cidata");
+    let secrets = ok(tree_paths(image))
+        .into_iter()
+        .filter(|p| p.contains("ssl-cert-snakeoil") || p.contains("ssh_host_"))
+        .collect::<Vec<_>>();
+    c.check(secrets.is_empty(), || {
+        format!("the image's tree carries keys every machine would share: {secrets:?}")
+    });
     c.finish();
+}
+
+/// Every path in the image's root tree: the listing of its top layer's
+/// archive in the layer cache (named in the image's manifest).
+fn tree_paths(image: &Image) -> anyhow::Result<Vec<String>> {
+    use anyhow::Context;
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(image.dir.join("ecs.manifest.json")).context("reading the manifest")?,
+    )?;
+    let key = manifest["tree"]["layers"]
+        .as_array()
+        .and_then(|l| l.last())
+        .and_then(|l| l["key"].as_str())
+        .context("no layers in the manifest")?
+        .to_string();
+    let cache = match std::env::var_os("IMGBUILD_CACHE_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(std::env::var("HOME").context("HOME")?).join(".cache/imgbuild"),
+    };
+    let archive = cache.join("layers").join(format!("{key}.tar.zst"));
+    let out = std::process::Command::new("tar")
+        .args(["-I", "zstd", "-tf"])
+        .arg(&archive)
+        .output()
+        .with_context(|| format!("listing {}", archive.display()))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "tar -tf {}: {}",
+        archive.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect())
 }
 
 #[test]
@@ -275,6 +343,16 @@ fn s4_second_boot_changes_nothing() {
         b.postgres.as_ref().map(|p| &p.system_identifier),
         a.postgres.as_ref().map(|p| &p.system_identifier),
         "PostgreSQL cluster (system identifier) vs the first boot",
+    );
+    let cert = |r: &Report| {
+        r.files
+            .get("/etc/ssl/certs/ssl-cert-snakeoil.pem")
+            .and_then(|f| f.content.clone())
+    };
+    c.eq(
+        cert(b),
+        cert(a),
+        "snakeoil certificate vs the first boot (made once)",
     );
     c.finish();
 }
