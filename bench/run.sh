@@ -160,6 +160,16 @@ jget() { # jget FILE MARKER: seconds to the marker, or "fail"
 jline() {
   python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); m=d["markers"].get(sys.argv[2]); print(m["line"] if m else "")' "$1" "$2" 2>/dev/null || true
 }
+# layer_sums CACHE: "LAYER SHA256" for every layer entry in CACHE, the sha256
+# of its uncompressed archive (the tree), sorted by layer name.
+layer_sums() {
+  local j
+  for j in "$1"/layers/*.json; do
+    printf '%s %s\n' \
+      "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["layer"])' "$j")" \
+      "$(zstd -dc "${j%.json}.tar.zst" | sha256sum | cut -d' ' -f1)"
+  done | sort
+}
 agent_ms() { jline "$1" agent | grep -o '[0-9]*ms$' | grep -o '[0-9]*'; }
 agent_cpu_ms() { jline "$1" agent | grep -o 'cpu=[0-9]*ms' | grep -o '[0-9]*'; }
 if [ "$REPORT_ONLY" = 1 ]; then
@@ -249,6 +259,7 @@ for i in $(seq "$COLD_RUNS"); do
   mkdir -p "$R/out/cold"
   measure "imgbuild-cold-$i" "${IMG[@]}" --cache-dir "$CACHE" -o "$R/out/cold/ecs.qcow2"
   cp "$R/out/cold/SHA256SUMS" "$R/logs/imgbuild-cold-$i.SHA256SUMS"
+  layer_sums "$CACHE" >"$R/logs/imgbuild-cold-$i.layers"
 done
 rm -rf "$R/out/cold"
 
@@ -309,7 +320,7 @@ if [ "$COLD_RUNS" -gt 1 ]; then
        "$(wc -l <"$R/logs/imgbuild-cold-1.SHA256SUMS")" ]; then
     cold_repro="identical in all $COLD_RUNS cold builds"
   else
-    cold_repro="DIFFERENT between the cold builds (layer trees rebuilt from scratch are not bit-identical)"
+    cold_repro="DIFFERENT between the cold builds"
   fi
 fi
 setv cold_repro "$cold_repro"
@@ -415,6 +426,18 @@ for v in OURS_RAW_ALLOC OURS_RAW_APPARENT OURS_QCOW2 OURS_QCOW2C PLAIN_RAW_ALLOC
   cold_repro cold_sums mkosi_noforce debs_after load_end load_start others_start warm_note debs_before; do
   [ -n "${!v:-}" ] || printf -v "$v" '%s' "n/a"
 done
+# Which layer trees differed between the cold builds (logs/imgbuild-cold-N.layers).
+cold_layers="which layer trees differed was not recorded in this run"
+nl=$(find "$R/logs" -name 'imgbuild-cold-*.layers' | wc -l)
+if [ "$nl" -gt 1 ]; then
+  cmp_layers=$(awk -v files="$nl" '{ n[$1]++; h[$1 " " $2] = 1 }
+    END { for (k in h) { split(k, a, " "); d[a[1]]++ }
+          for (x in n) print x, ((d[x] == 1 && n[x] == files) ? "same" : "diff") }' \
+    "$R"/logs/imgbuild-cold-*.layers | sort)
+  same=$(awk '$2 == "same" { printf "%s`%s`", s, $1; s = ", " }' <<<"$cmp_layers")
+  differ=$(awk '$2 == "diff" { printf "%s`%s`", s, $1; s = ", " }' <<<"$cmp_layers")
+  cold_layers="layer trees (the uncompressed cache entries) the same in all $nl cold builds: ${same:-none}; different: ${differ:-none}"
+fi
 incomplete=""
 regen=""
 if [ "$REPORT_ONLY" = 1 ]; then
@@ -455,7 +478,7 @@ not absolute times across machines.
 | | |
 | --- | --- |
 | date | $(date -u -d "@$started" '+%Y-%m-%d %H:%M UTC') (the run took $(( (finished - started) / 60 )) min) |
-| load | load average $load_start at the start, $load_end at the end; $others_start QEMU processes of other work running at the start (the machine was shared with other engineers' boot tests) |
+| load | load average $load_start at the start, $load_end at the end; $others_start QEMU processes of other work running at the start |
 | commit | \`$commit\`$dirty |
 | machine | $(nproc) cores, $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), kernel $(uname -r), $(. /etc/os-release && echo "$PRETTY_NAME") |
 | tools | imgbuild $("$IMGBUILD" --version | awk '{ print $2 }') (release build), $(mkosi --version), mmdebstrap $(mmdebstrap --version | awk '{ print $2 }'), $(mkfs.ext4 -V 2>&1 | head -n 1 | awk '{ print "e2fsprogs", $2 }'), $(qemu-system-x86_64 --version | head -n 1 | sed 's/ (.*//') |
@@ -512,7 +535,7 @@ row). imgbuild's image boots with its seed ISO and \`examples/env.yml\`
 (storage.ignore: no mkfs), on a qcow2 overlay enlarged to 8 GiB so the first
 boot grows the root; the second boot is the same disk again. Its hand-off is
 the agent's \`ecs-firstboot: ok ...\` summary; "ready" is
-\`appliance: ready\`, after PostgreSQL (cluster created on first boot) and
+\`appliance: ready\`, after PostgreSQL (its cluster, made at build time, moved to \`/data\` on first boot) and
 nginx. mkosi's and the plain image's marker prints once nginx and PostgreSQL
 are up (their cluster was made at build time).
 
@@ -563,7 +586,7 @@ raw build.
 | --- | --- | --- | --- |
 $repro_rows
 All identical: **$repro_all**. Cold builds (each from an empty layer
-cache) compared with each other: $cold_repro ($cold_sums).
+cache) compared with each other: $cold_repro ($cold_sums); $cold_layers.
 
 ### Targets
 
