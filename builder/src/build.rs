@@ -13,7 +13,7 @@
 
 use std::fs::{self, File};
 use std::io::{Seek, SeekFrom, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -31,6 +31,9 @@ use crate::{esp, ext4, grub, rootfs};
 pub const ROOT_LABEL: &str = "root";
 /// Label of the ESP.
 pub const ESP_LABEL: &str = "ESP";
+/// The mode of an image file with a baked env (it holds the env's secrets).
+pub const BAKED_IMAGE_MODE: u32 = 0o600;
+
 /// Where `--bake-env` puts the env in the image.
 pub const BAKED_ENV: &str = "app/env.yml";
 
@@ -226,6 +229,12 @@ pub fn run(opts: &BuildOptions) -> Result<()> {
         None => make_image(opts, stack, tmp.path(), &image_tmp, format, &disk_opts)?,
     };
     crate::mount::check_interrupted()?;
+    // An image that carries the env carries its secrets: readable by its
+    // owner only, as the seed is (and so is its image cache entry).
+    if opts.bake_env {
+        fs::set_permissions(&image_tmp, fs::Permissions::from_mode(BAKED_IMAGE_MODE))
+            .context("making the image with the baked env private")?;
+    }
 
     // The seed.
     let seed_tmp = tmp.path().join("seed.iso");
@@ -842,7 +851,7 @@ fn write_in_tree(tree: &Path, rel: &str, data: &[u8], mode: u32, sde: i64) -> Re
         .open(&p)
         .with_context(|| format!("writing /{rel} in the tree"))?;
     f.write_all(data)?;
-    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+    f.set_permissions(fs::Permissions::from_mode(mode))?;
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(sde.max(0) as u64);
     f.set_times(fs::FileTimes::new().set_accessed(t).set_modified(t))?;
     std::os::unix::fs::fchown(&f, Some(0), Some(0))
@@ -927,18 +936,24 @@ fn copy_range(src: &File, dst: &File, mut from: u64, mut to: u64, len: u64) -> R
 pub fn clone_or_copy(src: &Path, dst: &Path) -> Result<()> {
     use std::os::fd::AsRawFd;
     let s = File::open(src).with_context(|| format!("opening {}", src.display()))?;
+    // Private until done, then the source's permissions (an image with a
+    // baked env stays 0600 in the cache and when restored from it).
     let d = File::options()
         .write(true)
         .create_new(true)
-        .mode(0o644)
+        .mode(0o600)
         .open(dst)
         .with_context(|| format!("creating {}", dst.display()))?;
+    let meta = s.metadata()?;
     // SAFETY: FICLONE takes the source's fd; both are open.
-    if unsafe { libc::ioctl(d.as_raw_fd(), libc::FICLONE, s.as_raw_fd()) } == 0 {
-        return Ok(());
+    if unsafe { libc::ioctl(d.as_raw_fd(), libc::FICLONE, s.as_raw_fd()) } != 0 {
+        d.set_len(meta.len())?;
+        copy_sparse(src, &d, 0)?;
     }
-    d.set_len(s.metadata()?.len())?;
-    copy_sparse(src, &d, 0)
+    d.set_permissions(fs::Permissions::from_mode(
+        meta.permissions().mode() & 0o777,
+    ))
+    .with_context(|| format!("setting the mode of {}", dst.display()))
 }
 
 #[derive(serde::Serialize)]
@@ -1069,6 +1084,13 @@ mod tests {
             let dst = dst_dir.path().join("copy.raw");
             clone_or_copy(&src, &dst).unwrap();
             assert_eq!(fs::read(&src).unwrap(), fs::read(&dst).unwrap());
+            let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&dst), mode(&src), "the source's mode");
+            // A private source (an image with a baked env) gives a private copy.
+            fs::set_permissions(&src, fs::Permissions::from_mode(0o600)).unwrap();
+            let private = dst_dir.path().join("private.raw");
+            clone_or_copy(&src, &private).unwrap();
+            assert_eq!(mode(&private), 0o600);
             assert!(
                 output::allocated_bytes(&dst).unwrap() < 4 << 20,
                 "holes kept: {} bytes allocated",

@@ -86,7 +86,8 @@ pub struct BuildArgs {
     #[arg(long, value_name = "ISO", conflicts_with = "bake_env")]
     pub seed: Option<PathBuf>,
 
-    /// Put the env into the image at /app/env.yml (mode 0600) instead of a seed.
+    /// Put the env into the image at /app/env.yml (mode 0600) instead of a seed;
+    /// the image file, which then holds the env's secrets, is made mode 0600.
     #[arg(long)]
     pub bake_env: bool,
 

@@ -10,6 +10,7 @@
 
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Mutex;
@@ -346,6 +347,11 @@ fn image_passes_the_tools_checks_and_is_reproducible() {
     ];
     ok(&imgbuild(&args));
     assert!(!e.join("ecs.seed.iso").exists());
+    assert_eq!(
+        fs::metadata(&raw_e).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "an image with a baked env holds its secrets: owner only"
+    );
     bad(&imgbuild(&args), "--force");
     let me = manifest(&e, "ecs");
     let root = &me["disk"]["layout"]["root"];
