@@ -45,17 +45,6 @@ use crate::recipe::BaseSettings;
 /// Bumped whenever the meaning of an entry or key changes.
 pub const FORMAT: u32 = 1;
 
-/// `$XDG_CACHE_HOME/imgbuild`, else `~/.cache/imgbuild`.
-pub fn default_dir() -> PathBuf {
-    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
-        return PathBuf::from(x).join("imgbuild");
-    }
-    let home = std::env::var_os("HOME")
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "/root".into());
-    PathBuf::from(home).join(".cache/imgbuild")
-}
-
 /// The parent of a layer, as recorded in its inputs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParentRef {

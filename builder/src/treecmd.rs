@@ -16,7 +16,9 @@ impl LayerArgs {
     pub fn tree_options(&self) -> anyhow::Result<TreeOptions> {
         let mut opts = TreeOptions::new(
             &self.layers_dir,
-            self.cache_dir.clone().unwrap_or_else(cache::default_dir),
+            self.cache_dir
+                .clone()
+                .unwrap_or_else(seeds::cachedir::default),
         );
         opts.extra_layers = self.extra_layers.clone();
         opts.apt_archives = self.apt_cache.clone();
@@ -86,7 +88,10 @@ fn print_layers(layers: &[BuiltLayer], json: bool) -> anyhow::Result<()> {
 
 /// `imgbuild cache ...`.
 pub fn cache(args: &CacheArgs) -> anyhow::Result<()> {
-    let dir = args.cache_dir.clone().unwrap_or_else(cache::default_dir);
+    let dir = args
+        .cache_dir
+        .clone()
+        .unwrap_or_else(seeds::cachedir::default);
     if !dir.is_dir() {
         return Err(bad_input(format!("no layer cache at {}", dir.display())));
     }

@@ -168,6 +168,8 @@ pub struct ImageSpec {
 pub struct Image {
     pub qcow2: PathBuf,
     pub dir: PathBuf,
+    /// The layer cache it was built with.
+    pub cache_dir: PathBuf,
     pub build_time: Duration,
 }
 
@@ -210,9 +212,12 @@ pub fn build_image(progs: &Programs, spec: &ImageSpec) -> Result<Image> {
     if spec.bake_env {
         c.arg("--bake-env");
     }
-    if let Some(cache) = std::env::var_os("IMGBUILD_CACHE_DIR") {
-        c.arg("--cache-dir").arg(cache);
-    }
+    // Named explicitly: the tests read the layer archives of what was built.
+    let cache_dir = std::env::var_os("IMGBUILD_CACHE_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(seeds::cachedir::default);
+    c.arg("--cache-dir").arg(&cache_dir);
     let log = dir.join("build.log");
     let start = Instant::now();
     let out = c
@@ -233,6 +238,7 @@ pub fn build_image(progs: &Programs, spec: &ImageSpec) -> Result<Image> {
     Ok(Image {
         qcow2,
         dir,
+        cache_dir,
         build_time: start.elapsed(),
     })
 }

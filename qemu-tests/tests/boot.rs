@@ -201,11 +201,10 @@ fn tree_paths(image: &Image) -> anyhow::Result<Vec<String>> {
         .and_then(|l| l["key"].as_str())
         .context("no layers in the manifest")?
         .to_string();
-    let cache = match std::env::var_os("IMGBUILD_CACHE_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(std::env::var("HOME").context("HOME")?).join(".cache/imgbuild"),
-    };
-    let archive = cache.join("layers").join(format!("{key}.tar.zst"));
+    let archive = image
+        .cache_dir
+        .join("layers")
+        .join(format!("{key}.tar.zst"));
     let out = std::process::Command::new("tar")
         .args(["-I", "zstd", "-tf"])
         .arg(&archive)

@@ -4,6 +4,7 @@
 //! seed ISO, `ecs-firstboot` to find, read and validate the env at boot.
 
 pub mod atomic;
+pub mod cachedir;
 pub mod cmd;
 pub mod env;
 pub mod fat;
