@@ -258,7 +258,7 @@ for i in $(seq "$COLD_RUNS"); do
   rm -rf "$CACHE" "$R/out/cold"
   mkdir -p "$R/out/cold"
   measure "imgbuild-cold-$i" "${IMG[@]}" --cache-dir "$CACHE" -o "$R/out/cold/ecs.qcow2"
-  cp "$R/out/cold/SHA256SUMS" "$R/logs/imgbuild-cold-$i.SHA256SUMS"
+  cp "$R/out/cold/ecs.SHA256SUMS" "$R/logs/imgbuild-cold-$i.SHA256SUMS"
   layer_sums "$CACHE" >"$R/logs/imgbuild-cold-$i.layers"
 done
 rm -rf "$R/out/cold"

@@ -29,6 +29,7 @@ base_pkgs=(
   mmdebstrap          # layer 0 of the root tree
   ubuntu-keyring      # verifies Ubuntu's archive for Ubuntu bases (the default recipe)
   tar apt             # GNU tar packs layer cache entries; apt-helper probes the mirror
+  curl                # scripts/test.sh asks each archive whether it answers
   zstd                # layer cache entries
   xorriso genisoimage # seed ISO checks in tests (isoinfo is in genisoimage)
   dosfstools mtools   # ESP creation and vfat seed tests

@@ -22,6 +22,29 @@ bash scripts/install-rust-tools.sh
 export IMGBUILD_CACHE_DIR="${IMGBUILD_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/imgbuild}"
 mkdir -p "$IMGBUILD_CACHE_DIR"
 
+# Which distributions' archives answer: the build and boot tests of one
+# whose archive does not are not run, said here and in the summary.
+probe() { # NAME URL
+  if curl -fsS --max-time 15 -o /dev/null "$2"; then
+    echo "$1"
+  else
+    echo "== $1: not run, the archive does not answer ($2)" >&2
+  fi
+}
+IMGBUILD_TEST_DISTROS="$(probe ubuntu http://archive.ubuntu.com/ubuntu/dists/noble-security/InRelease) \
+$(probe debian http://deb.debian.org/debian-security/dists/bookworm-security/InRelease)"
+export IMGBUILD_TEST_DISTROS
+summary() {
+  for d in ubuntu debian; do
+    case " $IMGBUILD_TEST_DISTROS " in
+      *" $d "*) echo "== $d: the archive answers; its build and boot tests ran" ;;
+      *) echo "== $d: not run, the archive does not answer" ;;
+    esac
+  done
+}
+trap summary EXIT
+summary
+
 echo "== cargo test (workspace)"
 cargo test --workspace --release --locked
 

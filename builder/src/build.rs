@@ -77,7 +77,8 @@ pub struct Outputs {
 }
 
 impl Outputs {
-    /// `ecs.qcow2` → `ecs.seed.iso`, `SHA256SUMS`, `ecs.manifest.json` beside it.
+    /// `ecs.qcow2` → `ecs.seed.iso`, `ecs.SHA256SUMS`, `ecs.manifest.json` beside
+    /// it (named after the image, so two images can share a directory).
     pub fn plan(opts: &BuildOptions) -> Outputs {
         let dir = out_dir(&opts.output);
         let stem = opts
@@ -92,7 +93,7 @@ impl Outputs {
                     .clone()
                     .unwrap_or_else(|| dir.join(format!("{stem}.seed.iso")))
             }),
-            sums: dir.join("SHA256SUMS"),
+            sums: dir.join(format!("{stem}.SHA256SUMS")),
             manifest: dir.join(format!("{stem}.manifest.json")),
         }
     }
@@ -121,6 +122,14 @@ pub struct TreeInfo {
     /// Where the tree came from when it was given with `--tree`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// The archive's pockets the tree was built from, with the `Date` and
+    /// sha256 of each InRelease (empty for `--tree`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pockets: Vec<crate::pockets::PocketState>,
+    /// Built from the release pocket alone (`--release-pocket-only`): no
+    /// updates, no security fixes.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub release_pocket_only: bool,
 }
 
 /// Settings of the disk assembly (everything after the tree).
@@ -425,6 +434,8 @@ fn restore_image(stack: &rootfs::Stack, cached: &CachedImage, image_tmp: &Path) 
                 tree: TreeInfo {
                     layers,
                     source: None,
+                    pockets: stack.pockets().to_vec(),
+                    release_pocket_only: stack.base().release_only,
                 },
                 sha256: Some(sha256),
                 from_cache: true,
@@ -458,6 +469,7 @@ fn make_image(
             let info = TreeInfo {
                 layers: vec![],
                 source: Some(src.display().to_string()),
+                ..TreeInfo::default()
             };
             (copy, info, None)
         }
@@ -468,6 +480,8 @@ fn make_image(
             let info = TreeInfo {
                 layers: built.layers.clone(),
                 source: None,
+                pockets: built.pockets.clone(),
+                release_pocket_only: built.base.release_only,
             };
             (built.root.clone(), info, Some(built))
         }
@@ -995,14 +1009,14 @@ mod tests {
         });
         assert_eq!(o.seed.unwrap(), Path::new("/x/ecs.seed.iso"));
         assert_eq!(o.manifest, Path::new("/x/ecs.manifest.json"));
-        assert_eq!(o.sums, Path::new("/x/SHA256SUMS"));
+        assert_eq!(o.sums, Path::new("/x/ecs.SHA256SUMS"));
         let o = Outputs::plan(&BuildOptions {
             output: "ecs.raw".into(),
             bake_env: true,
             ..Default::default()
         });
         assert!(o.seed.is_none());
-        assert_eq!(o.sums, Path::new("./SHA256SUMS"));
+        assert_eq!(o.sums, Path::new("./ecs.SHA256SUMS"));
     }
 
     #[test]
@@ -1014,7 +1028,10 @@ mod tests {
         };
         let outs = Outputs::plan(&opts);
         check_outputs(&outs, false).unwrap();
-        fs::write(d.path().join("SHA256SUMS"), "").unwrap();
+        // Another image's sums in the same directory are not in the way.
+        fs::write(d.path().join("b.SHA256SUMS"), "").unwrap();
+        check_outputs(&outs, false).unwrap();
+        fs::write(d.path().join("a.SHA256SUMS"), "").unwrap();
         let e = check_outputs(&outs, false).unwrap_err();
         assert!(e.to_string().contains("--force"), "{e}");
         check_outputs(&outs, true).unwrap();

@@ -43,7 +43,7 @@ use crate::exit::bad_input;
 use crate::recipe::BaseSettings;
 
 /// Bumped whenever the meaning of an entry or key changes.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 
 /// The parent of a layer, as recorded in its inputs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +73,10 @@ pub struct Inputs {
     /// Input files: `files/etc/motd` → `file 0644 SHA256`, `dir 0755`,
     /// `symlink TARGET`; scripts and host files likewise.
     pub files: BTreeMap<String, String>,
+    /// The updates step's moving pockets (`-updates`, `-security`) and their
+    /// InRelease state; empty for every other layer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pockets: Vec<crate::pockets::PocketState>,
 }
 
 impl Inputs {
@@ -105,6 +109,26 @@ pub fn diff(old: &Inputs, new: &Inputs) -> Vec<String> {
             ("suite", sa.suite.clone(), sb.suite.clone()),
             ("mirror", sa.mirror.clone(), sb.mirror.clone()),
             (
+                "security mirror",
+                sa.security_mirror.clone(),
+                sb.security_mirror.clone(),
+            ),
+            (
+                "pockets",
+                if sa.release_only {
+                    "release only"
+                } else {
+                    "all"
+                }
+                .to_string(),
+                if sb.release_only {
+                    "release only"
+                } else {
+                    "all"
+                }
+                .to_string(),
+            ),
+            (
                 "components",
                 sa.components.join(","),
                 sb.components.join(","),
@@ -125,6 +149,7 @@ pub fn diff(old: &Inputs, new: &Inputs) -> Vec<String> {
             ));
         }
     }
+    why.extend(crate::pockets::describe_moves(&old.pockets, &new.pockets));
     let empty = serde_json::Map::new();
     let ra = old.recipe.as_object().unwrap_or(&empty);
     let rb = new.recipe.as_object().unwrap_or(&empty);
@@ -546,6 +571,7 @@ mod tests {
             base: None,
             recipe: serde_json::json!({"packages": ["a", "b"], "scripts": []}),
             files,
+            pockets: Vec::new(),
         }
     }
 
@@ -579,6 +605,8 @@ mod tests {
             distro: Distro::Debian,
             suite: "bookworm".into(),
             mirror: "http://deb.debian.org/debian".into(),
+            security_mirror: "http://deb.debian.org/debian-security".into(),
+            release_only: false,
             components: vec!["main".into()],
             variant: "minbase".into(),
         };

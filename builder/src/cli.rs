@@ -15,7 +15,7 @@ Exit codes:
 /// Builds the ECS appliance disk image and its cidata seed from layered recipes.
 ///
 /// The main use is `imgbuild --env env.yml -o ecs.qcow2`. It writes the image,
-/// the seed ISO that carries env.yml next to it (ecs.seed.iso), SHA256SUMS and
+/// the seed ISO that carries env.yml next to it (ecs.seed.iso), ecs.SHA256SUMS and
 /// a manifest. Subcommands check an env, write a seed alone, or manage the
 /// layer cache.
 #[derive(Debug, Parser)]
@@ -137,9 +137,32 @@ pub struct LayerArgs {
     #[arg(long, value_name = "SUITE")]
     pub suite: Option<String>,
 
-    /// The archive mirror URL; default: the recipe's or the distro's.
+    /// The archive mirror URL (release and -updates pockets); default: the
+    /// recipe's or the distro's (http://archive.ubuntu.com/ubuntu,
+    /// http://deb.debian.org/debian).
     #[arg(long, value_name = "URL")]
     pub mirror: Option<String>,
+
+    /// The mirror of the SUITE-security pocket; default: the recipe's, else
+    /// the mirror (Ubuntu) or http://deb.debian.org/debian-security (Debian).
+    #[arg(long, value_name = "URL")]
+    pub security_mirror: Option<String>,
+
+    /// Build from the release pocket alone, without SUITE-updates and
+    /// SUITE-security (an unpatched image; the manifest says so).
+    #[arg(long)]
+    pub release_pocket_only: bool,
+
+    /// The mirror the image's own apt sources name (default: --mirror);
+    /// for builds through a local mirror or proxy.
+    #[arg(long, value_name = "URL")]
+    pub image_mirror: Option<String>,
+
+    /// The security mirror the image's own apt sources name (default:
+    /// --security-mirror, or --image-mirror where the security pocket comes
+    /// from the mirror).
+    #[arg(long, value_name = "URL")]
+    pub image_security_mirror: Option<String>,
 
     /// The layer cache (default: $IMGBUILD_CACHE_DIR, else $XDG_CACHE_HOME/imgbuild,
     /// else ~/.cache/imgbuild).

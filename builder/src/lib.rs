@@ -16,6 +16,7 @@ pub mod imagecache;
 pub mod logging;
 pub mod mount;
 pub mod output;
+pub mod pockets;
 pub mod progress;
 pub mod recipe;
 pub mod rootfs;

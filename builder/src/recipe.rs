@@ -53,6 +53,15 @@ impl Distro {
             Distro::Debian => vec!["main".into()],
         }
     }
+    /// Mirror of the `SUITE-security` pocket when neither the recipe nor the
+    /// command line names one: Ubuntu keeps it on every mirror; Debian in
+    /// its security archive.
+    pub fn default_security_mirror(self, mirror: &str) -> String {
+        match self {
+            Distro::Ubuntu => mirror.to_string(),
+            Distro::Debian => "http://deb.debian.org/debian-security".into(),
+        }
+    }
     /// The keyring that verifies this distribution's archive, when the host's
     /// default apt keyring does not (the host is Debian).
     pub fn keyring(self) -> Option<&'static str> {
@@ -61,6 +70,39 @@ impl Distro {
             Distro::Debian => None,
         }
     }
+    /// The archive keyring inside the tree (the `Signed-By` of its sources)
+    /// and the package that ships it.
+    pub fn tree_keyring(self) -> (&'static str, &'static str) {
+        match self {
+            Distro::Ubuntu => (
+                "/usr/share/keyrings/ubuntu-archive-keyring.gpg",
+                "ubuntu-keyring",
+            ),
+            Distro::Debian => (
+                "/usr/share/keyrings/debian-archive-keyring.gpg",
+                "debian-archive-keyring",
+            ),
+        }
+    }
+    /// The deb822 sources file the distribution's own images ship
+    /// (`/etc/apt/sources.list.d/NAME`).
+    pub fn sources_file(self) -> &'static str {
+        match self {
+            Distro::Ubuntu => "ubuntu.sources",
+            Distro::Debian => "debian.sources",
+        }
+    }
+}
+
+/// One pocket of the archive: `noble`, `noble-updates`, `noble-security`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pocket {
+    /// `release`, `updates` or `security`.
+    pub name: String,
+    /// The suite as apt names it (`noble-security`).
+    pub suite: String,
+    /// The mirror it is fetched from during the build.
+    pub mirror: String,
 }
 
 impl fmt::Display for Distro {
@@ -157,6 +199,10 @@ pub struct BaseRecipe {
     /// mmdebstrap `--variant`; default `minbase`.
     #[serde(default = "default_variant")]
     pub variant: String,
+    /// Mirror of the `SUITE-security` pocket; default per distro (Ubuntu:
+    /// the mirror; Debian: http://deb.debian.org/debian-security).
+    #[serde(default)]
+    pub security_mirror: Option<String>,
 }
 
 fn default_variant() -> String {
@@ -266,6 +312,9 @@ pub struct BaseOverrides {
     pub distro: Option<Distro>,
     pub suite: Option<String>,
     pub mirror: Option<String>,
+    pub security_mirror: Option<String>,
+    /// `--release-pocket-only`: no `-updates`/`-security` pockets.
+    pub release_only: bool,
 }
 
 /// The effective base settings: recipe + command line + defaults.
@@ -276,9 +325,64 @@ pub struct BaseSettings {
     pub mirror: String,
     pub components: Vec<String>,
     pub variant: String,
+    /// Mirror of the `SUITE-security` pocket.
+    pub security_mirror: String,
+    /// Only the release pocket (no `-updates`, no `-security`).
+    pub release_only: bool,
 }
 
 impl BaseSettings {
+    /// The pockets the tree is built from, release first.
+    pub fn pockets(&self) -> Vec<Pocket> {
+        let mut v = vec![Pocket {
+            name: "release".into(),
+            suite: self.suite.clone(),
+            mirror: self.mirror.clone(),
+        }];
+        if !self.release_only {
+            v.push(Pocket {
+                name: "updates".into(),
+                suite: format!("{}-updates", self.suite),
+                mirror: self.mirror.clone(),
+            });
+            v.push(Pocket {
+                name: "security".into(),
+                suite: format!("{}-security", self.suite),
+                mirror: self.security_mirror.clone(),
+            });
+        }
+        v
+    }
+
+    /// The tree's apt sources in deb822, as the distribution's images ship
+    /// them: one stanza per mirror, `Signed-By` the archive keyring.
+    /// `mirror`/`security_mirror` replace the build's (`--image-mirror`).
+    pub fn sources_deb822(&self, mirror: &str, security_mirror: &str) -> String {
+        let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+        for p in self.pockets() {
+            let m = if p.name == "security" {
+                security_mirror
+            } else {
+                mirror
+            };
+            match groups.iter_mut().find(|(g, _)| g == m) {
+                Some((_, suites)) => suites.push(p.suite),
+                None => groups.push((m.to_string(), vec![p.suite])),
+            }
+        }
+        let keyring = self.distro.tree_keyring().0;
+        let mut out =
+            String::from("# Written by imgbuild: the archive pockets this image was built from.\n");
+        for (m, suites) in groups {
+            out.push_str(&format!(
+                "\nTypes: deb\nURIs: {m}\nSuites: {}\nComponents: {}\nSigned-By: {keyring}\n",
+                suites.join(" "),
+                self.components.join(" ")
+            ));
+        }
+        out
+    }
+
     /// Combines the base recipe with command-line overrides.
     ///
     /// When `--distro` names another distribution than the recipe, the
@@ -292,12 +396,22 @@ impl BaseSettings {
                 .or_else(|| if same { rec.clone() } else { None })
                 .unwrap_or_else(|| default.to_string())
         };
+        let mirror = pick(&over.mirror, &recipe.mirror, distro.default_mirror())
+            .trim_end_matches('/')
+            .to_string();
+        let security_mirror = pick(
+            &over.security_mirror,
+            &recipe.security_mirror,
+            &distro.default_security_mirror(&mirror),
+        )
+        .trim_end_matches('/')
+        .to_string();
         BaseSettings {
             distro,
             suite: pick(&over.suite, &recipe.suite, distro.default_suite()),
-            mirror: pick(&over.mirror, &recipe.mirror, distro.default_mirror())
-                .trim_end_matches('/')
-                .to_string(),
+            mirror,
+            security_mirror,
+            release_only: over.release_only,
             components: recipe
                 .components
                 .clone()
@@ -347,6 +461,9 @@ fn validate(r: &Recipe, path: &Path, dir: &Path) -> anyhow::Result<()> {
         }
         if let Some(m) = &base.mirror {
             check_mirror(m).map_err(|e| err("base.mirror".into(), e))?;
+        }
+        if let Some(m) = &base.security_mirror {
+            check_mirror(m).map_err(|e| err("base.security_mirror".into(), e))?;
         }
         for (i, c) in base.components.iter().flatten().enumerate() {
             if !is_word(c) {
@@ -774,12 +891,40 @@ mod tests {
             mirror: Some("http://archive.ubuntu.com/ubuntu/".into()),
             components: Some(vec!["main".into(), "universe".into()]),
             variant: "minbase".into(),
+            security_mirror: None,
         };
         let b = BaseSettings::resolve(&rec, &BaseOverrides::default());
         assert_eq!(
             (b.distro, b.suite.as_str(), b.mirror.as_str()),
             (Distro::Ubuntu, "noble", "http://archive.ubuntu.com/ubuntu")
         );
+        // Ubuntu: every pocket from the mirror, in one deb822 stanza.
+        assert_eq!(b.security_mirror, b.mirror);
+        let suites: Vec<String> = b.pockets().into_iter().map(|p| p.suite).collect();
+        assert_eq!(suites, ["noble", "noble-updates", "noble-security"]);
+        let src = b.sources_deb822(&b.mirror, &b.security_mirror);
+        assert!(
+            src.contains(
+                "Types: deb\nURIs: http://archive.ubuntu.com/ubuntu\n\
+                 Suites: noble noble-updates noble-security\nComponents: main universe\n\
+                 Signed-By: /usr/share/keyrings/ubuntu-archive-keyring.gpg\n"
+            ),
+            "{src}"
+        );
+        // An image mirror for the image's own sources.
+        let src = b.sources_deb822("http://img/ubuntu", "http://img/ubuntu");
+        assert!(src.contains("URIs: http://img/ubuntu\n") && !src.contains("archive.ubuntu.com"));
+        let release_only = BaseSettings::resolve(
+            &rec,
+            &BaseOverrides {
+                release_only: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(release_only.pockets().len(), 1);
+        assert!(release_only
+            .sources_deb822(&b.mirror, &b.mirror)
+            .contains("Suites: noble\n"));
         let over = BaseOverrides {
             distro: Some(Distro::Debian),
             ..Default::default()
@@ -788,15 +933,26 @@ mod tests {
         assert_eq!(b.suite, "bookworm");
         assert_eq!(b.mirror, "http://deb.debian.org/debian");
         assert_eq!(b.components, vec!["main"]);
+        // Debian: security from its security archive, a stanza of its own.
+        assert_eq!(b.security_mirror, "http://deb.debian.org/debian-security");
+        let src = b.sources_deb822(&b.mirror, &b.security_mirror);
+        assert!(
+            src.contains("URIs: http://deb.debian.org/debian\nSuites: bookworm bookworm-updates\n")
+        );
+        assert!(src
+            .contains("URIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\n"));
         let over = BaseOverrides {
             distro: Some(Distro::Debian),
             suite: Some("trixie".into()),
             mirror: Some("http://m/debian".into()),
+            security_mirror: Some("http://s/debian-security/".into()),
+            release_only: false,
         };
         let b = BaseSettings::resolve(&rec, &over);
         assert_eq!(
             (b.suite.as_str(), b.mirror.as_str()),
             ("trixie", "http://m/debian")
         );
+        assert_eq!(b.security_mirror, "http://s/debian-security");
     }
 }

@@ -38,6 +38,7 @@ use crate::archive;
 use crate::cache::{self, BaseInputs, Cache, Inputs, ParentRef};
 use crate::exit::bad_input;
 use crate::mount::{self, Mount, MountStack, TreeDir, WorkDir};
+use crate::pockets::{self, PocketState, UPDATES_LAYER};
 use crate::progress::{Progress, Step};
 use crate::recipe::{self, BaseOverrides, BaseSettings, Layer, Mode};
 
@@ -62,6 +63,12 @@ pub struct TreeOptions {
     /// Build and extract trees on a tmpfs (default; `IMGBUILD_TMPFS=0` in
     /// the environment turns it off).
     pub in_memory: bool,
+    /// `--image-mirror`: the mirror the image's apt sources name (default:
+    /// the build's).
+    pub image_mirror: Option<String>,
+    /// `--image-security-mirror` (default: the build's security mirror, or
+    /// the image mirror where security comes from the main mirror).
+    pub image_security_mirror: Option<String>,
 }
 
 impl TreeOptions {
@@ -76,6 +83,8 @@ impl TreeOptions {
             host_bins: BTreeMap::new(),
             source_date_epoch: None,
             in_memory: std::env::var("IMGBUILD_TMPFS").map_or(true, |v| v != "0"),
+            image_mirror: None,
+            image_security_mirror: None,
         }
     }
 }
@@ -122,6 +131,8 @@ pub struct BuiltTree {
     pub packages: Vec<Package>,
     /// The effective base settings.
     pub base: BaseSettings,
+    /// The archive's pockets as probed for this build.
+    pub pockets: Vec<PocketState>,
     /// The epoch used for the tree's timestamps; use it for the disk too.
     pub source_date_epoch: i64,
     cache: Cache,
@@ -275,6 +286,16 @@ impl Stack<'_> {
         self.run.sde
     }
 
+    /// The archive's pockets as probed for this build.
+    pub fn pockets(&self) -> &[PocketState] {
+        &self.run.pockets
+    }
+
+    /// The effective base settings.
+    pub fn base(&self) -> &BaseSettings {
+        &self.run.base
+    }
+
     /// The layer cache (locked while this value lives).
     pub fn cache(&self) -> &Cache {
         &self.run.cache
@@ -313,6 +334,7 @@ impl Stack<'_> {
         step.done_with(&format!("{} packages", packages.len()));
         let Run {
             base,
+            pockets,
             sde,
             cache,
             _lock,
@@ -329,6 +351,7 @@ impl Stack<'_> {
             layers,
             packages,
             base,
+            pockets,
             source_date_epoch: sde,
             cache,
             work,
@@ -343,8 +366,19 @@ pub fn cache_layers(opts: &TreeOptions, progress: &Progress) -> anyhow::Result<V
     Ok(run.execute(false, false)?.0)
 }
 
+/// What a planned layer runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A recipe of the stack.
+    Recipe,
+    /// The last step: upgrade from the moving pockets, write the image's
+    /// apt sources (see [`crate::pockets`]).
+    Updates,
+}
+
 /// One planned layer.
 struct Planned {
+    kind: Kind,
     layer: Layer,
     inputs: Inputs,
     key: String,
@@ -370,6 +404,9 @@ struct Run<'p> {
     cache: Cache,
     _lock: cache::CacheLock,
     base: BaseSettings,
+    pockets: Vec<PocketState>,
+    /// The image's apt sources (deb822), written by the updates step.
+    image_sources: String,
     sde: i64,
     plan: Vec<Planned>,
     apt_archives: PathBuf,
@@ -388,6 +425,28 @@ impl<'p> Run<'p> {
             .expect("load_stack checks the base");
         let base = BaseSettings::resolve(&base_recipe, &opts.base);
         recipe::check_mirror(&base.mirror).map_err(|e| bad_input(format!("--mirror: {e}")))?;
+        recipe::check_mirror(&base.security_mirror)
+            .map_err(|e| bad_input(format!("--security-mirror: {e}")))?;
+        for (flag, m) in [
+            ("--image-mirror", &opts.image_mirror),
+            ("--image-security-mirror", &opts.image_security_mirror),
+        ] {
+            if let Some(m) = m {
+                recipe::check_mirror(m).map_err(|e| bad_input(format!("{flag}: {e}")))?;
+            }
+        }
+        let image_mirror = opts
+            .image_mirror
+            .as_deref()
+            .unwrap_or(&base.mirror)
+            .trim_end_matches('/')
+            .to_string();
+        let image_security_mirror = match &opts.image_security_mirror {
+            Some(m) => m.trim_end_matches('/').to_string(),
+            None if base.security_mirror == base.mirror => image_mirror.clone(),
+            None => base.security_mirror.clone(),
+        };
+        let image_sources = base.sources_deb822(&image_mirror, &image_security_mirror);
         let mut host_sources = Vec::new();
         for l in &layers {
             host_sources.push(resolve_host_files(l, opts)?);
@@ -407,14 +466,17 @@ impl<'p> Run<'p> {
             None => cache.apt_archives(),
         };
 
+        let suites: Vec<String> = base.pockets().into_iter().map(|p| p.suite).collect();
         let step = progress.step(format!(
             "checking the archive {} {}",
-            base.mirror, base.suite
+            base.mirror,
+            suites.join(" ")
         ));
         let probe_dir = WorkDir::create(next_work_path(&cache, "probe"))?;
-        let archive = probe_archive(&base, probe_dir.path())?;
+        let pocket_states = pockets::probe_all(&base, probe_dir.path())?;
         probe_dir.remove()?;
         step.done();
+        let release = &pocket_states[0];
         let from_env = match std::env::var("SOURCE_DATE_EPOCH") {
             Ok(s) if !s.trim().is_empty() => Some(s.trim().parse::<i64>().map_err(|_| {
                 bad_input(format!(
@@ -426,7 +488,7 @@ impl<'p> Run<'p> {
         let sde = opts
             .source_date_epoch
             .or(from_env)
-            .or(archive.date)
+            .or(release.epoch)
             .unwrap_or(0);
 
         let mut plan: Vec<Planned> = Vec::new();
@@ -437,7 +499,7 @@ impl<'p> Run<'p> {
             });
             let base_inputs = layer.recipe.base.as_ref().map(|_| BaseInputs {
                 settings: base.clone(),
-                archive: archive.hash.clone(),
+                archive: release.sha256.clone(),
                 source_date_epoch: sde,
             });
             let packages_stage =
@@ -454,6 +516,7 @@ impl<'p> Run<'p> {
             let key = inputs.key();
             let cached = cache.lookup(&key).is_some();
             plan.push(Planned {
+                kind: Kind::Recipe,
                 layer,
                 inputs,
                 key,
@@ -462,11 +525,37 @@ impl<'p> Run<'p> {
                 packages_stage,
             });
         }
+        let top = plan.last().expect("load_stack returns a layer");
+        let inputs = updates_inputs(
+            ParentRef {
+                layer: top.layer.name.clone(),
+                key: top.key.clone(),
+            },
+            &base,
+            &pocket_states,
+            &image_sources,
+        );
+        let key = inputs.key();
+        plan.push(Planned {
+            kind: Kind::Updates,
+            layer: Layer {
+                name: UPDATES_LAYER.into(),
+                dir: PathBuf::from("/nonexistent/imgbuild-updates-step"),
+                recipe: recipe::Recipe::default(),
+            },
+            cached: cache.lookup(&key).is_some(),
+            inputs,
+            key,
+            host_sources: Vec::new(),
+            packages_stage: None,
+        });
         Ok(Run {
             progress,
             cache,
             _lock: lock,
             base,
+            pockets: pocket_states,
+            image_sources,
             sde,
             plan,
             apt_archives,
@@ -621,9 +710,17 @@ impl<'p> Run<'p> {
             sde: self.sde,
         };
         let packages = p.layer.packages_for(distro);
-        if p.layer.recipe.base.is_some() {
+        if p.kind == Kind::Updates {
+            self.updates(root, &env)?;
+        } else if p.layer.recipe.base.is_some() {
             let _apt = self.lock_apt()?;
             self.mmdebstrap(p, root)?;
+            self.write_sources(
+                root,
+                &self
+                    .base
+                    .sources_deb822(&self.base.mirror, &self.base.security_mirror),
+            )?;
         } else if !packages.is_empty() && !from_packages {
             let _apt = self.lock_apt()?;
             let session = self.chroot(root)?;
@@ -756,23 +853,8 @@ impl<'p> Run<'p> {
             "{name}: apt-get install ({} packages)",
             packages.len()
         ));
-        let mut c = env.command(
-            root,
-            &[
-                "apt-get",
-                "install",
-                "-y",
-                "-q",
-                "--no-install-recommends",
-                "-o",
-                "Dpkg::Options::=--force-confdef",
-                "-o",
-                "Dpkg::Options::=--force-confold",
-                "-o",
-                "Dpkg::Use-Pty=0",
-            ],
-        );
-        c.args(APT_NET_OPTS).args(packages);
+        let mut c = env.command(root, &["apt-get", "install"]);
+        c.args(APT_INSTALL_OPTS).args(APT_NET_OPTS).args(packages);
         cmd::run_streaming(&mut c, &mut |l| step.line(l)).context("apt-get install")?;
         step.done();
         Ok(())
@@ -794,6 +876,75 @@ impl<'p> Run<'p> {
             &meta.key[..12],
             meta.size >> 20
         ));
+        Ok(())
+    }
+
+    /// The updates step: `apt-get dist-upgrade` from every pocket, old
+    /// kernels purged, then the image's own apt sources.
+    fn updates(&self, root: &Path, env: &ChrootEnv) -> anyhow::Result<()> {
+        let name = UPDATES_LAYER;
+        if !self.base.release_only {
+            let _apt = self.lock_apt()?;
+            let session = self.chroot(root)?;
+            let step = self.progress.step(format!("{name}: apt-get update"));
+            let mut c = env.command(root, &["apt-get", "update", "-q"]);
+            c.args(APT_NET_OPTS);
+            cmd::run_streaming(&mut c, &mut |l| step.line(l)).context("apt-get update")?;
+            step.done();
+            mount::check_interrupted()?;
+            let step = self.progress.step(format!("{name}: apt-get dist-upgrade"));
+            let mut c = env.command(root, &["apt-get", "dist-upgrade"]);
+            c.args(APT_INSTALL_OPTS).args(APT_NET_OPTS);
+            let mut upgraded = String::new();
+            cmd::run_streaming(&mut c, &mut |l| {
+                if l.contains(" upgraded, ") && l.contains(" newly installed") {
+                    upgraded = l.trim().to_string();
+                }
+                step.line(l)
+            })
+            .context("apt-get dist-upgrade")?;
+            step.done_with(&upgraded);
+            let step = self.progress.step(format!("{name}: old kernels"));
+            let mut c = env.command(root, &["/bin/sh", "-c", pockets::PURGE_OLD_KERNELS]);
+            cmd::run_streaming(&mut c, &mut |l| step.line(l)).context("purging old kernels")?;
+            step.done();
+            session.close()?;
+        }
+        self.write_sources(root, &self.image_sources)
+    }
+
+    /// Writes the tree's apt sources in deb822 (`sources.list.d/DISTRO.sources`)
+    /// and retires the one-line `sources.list`.
+    fn write_sources(&self, root: &Path, text: &str) -> anyhow::Result<()> {
+        let (keyring, package) = self.base.distro.tree_keyring();
+        if !root.join(keyring.trim_start_matches('/')).is_file() {
+            bail!(
+                "the tree has no {keyring} for its apt sources' Signed-By (the base layer must \
+                 include {package})"
+            );
+        }
+        let dir = root.join("etc/apt/sources.list.d");
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        seeds::atomic::write_atomic(
+            &dir.join(self.base.distro.sources_file()),
+            text.as_bytes(),
+            0o644,
+        )
+        .context("writing the apt sources")?;
+        let list = root.join("etc/apt/sources.list");
+        match self.base.distro {
+            recipe::Distro::Ubuntu => seeds::atomic::write_atomic(
+                &list,
+                b"# Ubuntu sources have moved to /etc/apt/sources.list.d/ubuntu.sources\n",
+                0o644,
+            )
+            .context("writing sources.list")?,
+            recipe::Distro::Debian => match fs::remove_file(&list) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).context("removing sources.list"),
+            },
+        }
         Ok(())
     }
 
@@ -823,7 +974,11 @@ impl<'p> Run<'p> {
             }
             c.arg(format!("--keyring={k}"));
         }
-        c.arg(&b.suite).arg(root).arg(&b.mirror);
+        c.arg(&b.suite).arg(root);
+        let comps = b.components.join(" ");
+        for pk in b.pockets() {
+            c.arg(format!("deb {} {} {comps}", pk.mirror, pk.suite));
+        }
         c.env("SOURCE_DATE_EPOCH", self.sde.to_string())
             .env("IMGBUILD_APT_ARCHIVES", &self.apt_archives)
             .env("LC_ALL", "C.UTF-8");
@@ -837,6 +992,20 @@ impl<'p> Run<'p> {
 const SYNC_IN: &str = r#"set -e; d="$1/var/cache/apt/archives"; mkdir -p "$d/partial"; { find "$IMGBUILD_APT_ARCHIVES" -maxdepth 1 -name '*.deb' -exec cp -l -t "$d" {} + ; } 2>/dev/null || find "$IMGBUILD_APT_ARCHIVES" -maxdepth 1 -name '*.deb' -exec cp -f -t "$d" {} +"#;
 /// Keeps what mmdebstrap downloaded in the shared apt cache.
 const SYNC_OUT: &str = r#"set -e; d="$1/var/cache/apt/archives"; { find "$d" -maxdepth 1 -name '*.deb' -exec cp -l -n -t "$IMGBUILD_APT_ARCHIVES" {} + ; } 2>/dev/null || find "$d" -maxdepth 1 -name '*.deb' -exec cp -n -t "$IMGBUILD_APT_ARCHIVES" {} +"#;
+
+/// How apt installs and upgrades in the tree: no questions, no
+/// recommends, the packaged configuration kept where a layer changed it.
+const APT_INSTALL_OPTS: &[&str] = &[
+    "-y",
+    "-q",
+    "--no-install-recommends",
+    "-o",
+    "Dpkg::Options::=--force-confdef",
+    "-o",
+    "Dpkg::Options::=--force-confold",
+    "-o",
+    "Dpkg::Use-Pty=0",
+];
 
 /// Bounded network waits for apt inside the tree.
 const APT_NET_OPTS: &[&str] = &[
@@ -891,94 +1060,6 @@ pub fn require_tools(tools: &[&str]) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// The archive's state: hash of its InRelease and its Date.
-#[derive(Debug)]
-struct ArchiveState {
-    hash: String,
-    date: Option<i64>,
-}
-
-/// Fetches `MIRROR/dists/SUITE/InRelease` with bounded timeouts.
-fn probe_archive(base: &BaseSettings, tmp: &Path) -> anyhow::Result<ArchiveState> {
-    let url = format!("{}/dists/{}/InRelease", base.mirror, base.suite);
-    let dest = tmp.join("InRelease");
-    let mut c = cmd::command(
-        APT_HELPER,
-        [
-            "-o",
-            "Acquire::http::Timeout=10",
-            "-o",
-            "Acquire::https::Timeout=10",
-            "-o",
-            "Acquire::Retries=0",
-            "-o",
-            "APT::Sandbox::User=root",
-            "download-file",
-        ],
-    );
-    c.arg(&url).arg(&dest);
-    if let Err(e) = cmd::run(&mut c) {
-        let text = e.to_string();
-        let hint = if text.contains("404") {
-            format!("is {} a suite of {}?", base.suite, base.mirror)
-        } else {
-            "is the mirror reachable from here (see --mirror)?".to_string()
-        };
-        bail!(
-            "the mirror {} does not answer for {url}: {hint}\n{text}",
-            base.mirror
-        );
-    }
-    let bytes = fs::read(&dest).with_context(|| format!("reading {}", dest.display()))?;
-    let text = String::from_utf8_lossy(&bytes);
-    let date = release_date(&text);
-    Ok(ArchiveState {
-        hash: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
-        date,
-    })
-}
-
-/// The `Date:` of a Release or InRelease file (before the signature block).
-fn release_date(text: &str) -> Option<i64> {
-    text.lines()
-        .take_while(|l| !l.starts_with("-----BEGIN PGP SIGNATURE"))
-        .find_map(|l| l.strip_prefix("Date: "))
-        .and_then(parse_rfc2822)
-}
-
-/// Parses `Sat, 10 May 2025 09:48:51 UTC` (the Release file's Date).
-fn parse_rfc2822(s: &str) -> Option<i64> {
-    let parts: Vec<&str> = s.split_whitespace().collect();
-    let [_, day, mon, year, time, zone] = parts.as_slice() else {
-        return None;
-    };
-    if !matches!(*zone, "UTC" | "GMT" | "+0000") {
-        return None;
-    }
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let m = MONTHS.iter().position(|x| x == mon)? as i64 + 1;
-    let d: i64 = day.parse().ok()?;
-    let y: i64 = year.parse().ok()?;
-    let hms: Vec<i64> = time
-        .split(':')
-        .map(|x| x.parse().ok())
-        .collect::<Option<_>>()?;
-    let [h, mi, se] = hms.as_slice() else {
-        return None;
-    };
-    // Days from civil (Howard Hinnant's algorithm).
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146097 + doe - 719468;
-    Some(days * 86400 + h * 3600 + mi * 60 + se)
 }
 
 /// Where each `host_files` entry of `layer` comes from.
@@ -1057,6 +1138,7 @@ fn layer_inputs(
         base,
         recipe: canonical,
         files,
+        pockets: Vec::new(),
     })
 }
 
@@ -1082,7 +1164,31 @@ fn packages_stage_inputs(
         base: None,
         recipe: serde_json::json!({ "packages": packages }),
         files: BTreeMap::new(),
+        pockets: Vec::new(),
     })
+}
+
+/// The inputs of the updates step: its parent, the moving pockets' state
+/// and the image's apt sources.
+fn updates_inputs(
+    parent: ParentRef,
+    base: &BaseSettings,
+    states: &[PocketState],
+    image_sources: &str,
+) -> Inputs {
+    Inputs {
+        format: cache::FORMAT,
+        layer: UPDATES_LAYER.into(),
+        parent: Some(parent),
+        base: None,
+        recipe: serde_json::json!({
+            "release_only": base.release_only,
+            "image_sources": image_sources,
+            "purge_old_kernels": pockets::PURGE_OLD_KERNELS,
+        }),
+        files: BTreeMap::new(),
+        pockets: pockets::moving(states),
+    }
 }
 
 /// The environment of every command run in the tree.
@@ -1530,20 +1636,6 @@ pub fn installed_packages(root: &Path) -> anyhow::Result<Vec<Package>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn release_dates_parse() {
-        assert_eq!(
-            parse_rfc2822("Sat, 10 May 2025 09:48:51 UTC"),
-            Some(1746870531)
-        );
-        assert_eq!(parse_rfc2822("Thu, 01 Jan 1970 00:00:00 UTC"), Some(0));
-        assert_eq!(parse_rfc2822("garbage"), None);
-        let signed = "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\nOrigin: Debian\n\
-                      Date: Sat, 10 May 2025 09:48:51 UTC\nSHA256:\n abc 1 main/x\n\
-                      -----BEGIN PGP SIGNATURE-----\n\nDate: Thu, 01 Jan 1970 00:00:00 UTC\n";
-        assert_eq!(release_date(signed), Some(1746870531));
-    }
 
     #[test]
     fn paths_resolve_inside_the_root() {

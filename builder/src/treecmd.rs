@@ -26,7 +26,11 @@ impl LayerArgs {
             distro: self.distro,
             suite: self.suite.clone(),
             mirror: self.mirror.clone(),
+            security_mirror: self.security_mirror.clone(),
+            release_only: self.release_pocket_only,
         };
+        opts.image_mirror = self.image_mirror.clone();
+        opts.image_security_mirror = self.image_security_mirror.clone();
         for hb in &self.host_bin {
             let (name, path) = hb
                 .split_once('=')

@@ -119,7 +119,7 @@ fn manifest(dir: &Path, stem: &str) -> serde_json::Value {
 }
 
 fn sums(dir: &Path) -> String {
-    fs::read_to_string(dir.join("SHA256SUMS")).unwrap()
+    fs::read_to_string(dir.join("ecs.SHA256SUMS")).unwrap()
 }
 
 fn read_range(path: &Path, offset: u64, len: u64) -> Vec<u8> {

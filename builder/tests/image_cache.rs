@@ -26,7 +26,12 @@ const ENV: &str = "#cloud-config\n\
 appliance:\n  domain: test.example.org\n  storage:\n    ignore: {data: true, volatile: true}\n\
 ecs:\n  settings: s\n  vault_encrypt: SECRET-ENCRYPT-KEY-42\n  vault_sign: SECRET-SIGN-KEY-42\n";
 
-const OUTPUTS: &[&str] = &["ecs.raw", "ecs.seed.iso", "ecs.manifest.json", "SHA256SUMS"];
+const OUTPUTS: &[&str] = &[
+    "ecs.raw",
+    "ecs.seed.iso",
+    "ecs.manifest.json",
+    "ecs.SHA256SUMS",
+];
 
 fn ok(o: &Output) -> String {
     let err = stderr(o);

@@ -9,7 +9,8 @@
 //!   this package's binary `ecs-test-report`, passed as
 //!   `--host-bin ecs-test-report=PATH`.
 //! - The image: the default layers plus the test layer
-//!   `qemu-tests/layers/90-test-report`, Debian bookworm, the layer cache in
+//!   `qemu-tests/layers/90-test-report`, the default distribution (Ubuntu
+//!   noble; Debian bookworm beside it), the layer cache in
 //!   `$IMGBUILD_CACHE_DIR` (imgbuild's default when unset), kernel command
 //!   line with [`crate::TCG_SAFE_CMDLINE`].
 //! - Artifacts: `target/qemu-artifacts/` (images, seeds, every boot's
@@ -161,6 +162,8 @@ pub struct ImageSpec {
     pub layers_dir: Option<PathBuf>,
     /// Layers added with `--layer` (before the test reporter's).
     pub extra_layers: Vec<PathBuf>,
+    /// `--distro`; `None`: the recipe's default (Ubuntu).
+    pub distro: Option<&'static str>,
 }
 
 /// A built image.
@@ -186,14 +189,11 @@ pub fn build_image(progs: &Programs, spec: &ImageSpec) -> Result<Image> {
         .arg(&env)
         .arg("-o")
         .arg(&qcow2)
-        .args([
-            "--force",
-            "--distro",
-            "debian",
-            "--cmdline",
-            TCG_SAFE_CMDLINE,
-        ])
-        .arg("--layers-dir")
+        .args(["--force", "--cmdline", TCG_SAFE_CMDLINE]);
+    if let Some(d) = spec.distro {
+        c.args(["--distro", d]);
+    }
+    c.arg("--layers-dir")
         .arg(
             spec.layers_dir
                 .clone()
@@ -243,7 +243,7 @@ pub fn build_image(progs: &Programs, spec: &ImageSpec) -> Result<Image> {
     })
 }
 
-/// The default image plus the test reporter, built once per test run.
+/// The default image (Ubuntu) plus the test reporter, built once per test run.
 pub fn default_image(progs: &Programs) -> Result<&'static Image> {
     static I: OnceLock<Result<Image, String>> = OnceLock::new();
     once(&I, || {
@@ -255,6 +255,138 @@ pub fn default_image(progs: &Programs) -> Result<&'static Image> {
                 ..ImageSpec::default()
             },
         )
+    })
+}
+
+/// The default layers on Debian bookworm plus the test reporter, built once
+/// per test run.
+pub fn debian_image(progs: &Programs) -> Result<&'static Image> {
+    static I: OnceLock<Result<Image, String>> = OnceLock::new();
+    once(&I, || {
+        build_image(
+            progs,
+            &ImageSpec {
+                name: "debian".into(),
+                env: env_ignore_storage(),
+                distro: Some("debian"),
+                ..ImageSpec::default()
+            },
+        )
+    })
+}
+
+/// Whether the tests may build from `distro`'s archive: `scripts/test.sh`
+/// probes every archive first and lists those that answer in
+/// `IMGBUILD_TEST_DISTROS` (said at the start of the run and in its
+/// summary). Unset (a bare `cargo test`): every distribution is tried, and
+/// an unreachable archive fails the build with the URL.
+pub fn distro_available(distro: &str) -> bool {
+    match std::env::var("IMGBUILD_TEST_DISTROS") {
+        Ok(list) => {
+            let yes = list.split_whitespace().any(|d| d == distro);
+            if !yes {
+                eprintln!("{distro}: not run, the archive does not answer");
+            }
+            yes
+        }
+        Err(_) => true,
+    }
+}
+
+/// What apt would do to an image's tree with the build's own package lists:
+/// the `N upgraded, N newly installed, ...` line of `apt-get -s
+/// dist-upgrade`, and the tree's deb822 apt sources.
+pub struct AptState {
+    pub summary: String,
+    pub upgrades: Vec<String>,
+    pub sources: String,
+}
+
+/// Extracts the apt state of the image's top layer (named in its manifest)
+/// and runs the host's `apt-get -s dist-upgrade` on it against the lists the
+/// build left in the layer cache for `suite`.
+pub fn apt_state(image: &Image, suite: &str, sources_file: &str) -> Result<AptState> {
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &fs::read(image.dir.join("ecs.manifest.json")).context("reading the manifest")?,
+    )?;
+    let key = manifest["tree"]["layers"]
+        .as_array()
+        .and_then(|l| l.last())
+        .and_then(|l| l["key"].as_str())
+        .context("no layers in the manifest")?
+        .to_string();
+    let archive = image
+        .cache_dir
+        .join("layers")
+        .join(format!("{key}.tar.zst"));
+    let root = tempfile::tempdir()?;
+    run(
+        Command::new("tar")
+            .args(["-I", "zstd", "-xf"])
+            .arg(&archive)
+            .arg("-C")
+            .arg(root.path())
+            .args(["./etc/apt", "./var/lib/dpkg/status"]),
+        "extracting the tree's apt state",
+    )?;
+    // The build's lists: the cache directory whose lists hold SUITE-security.
+    let lists_root = image.cache_dir.join("apt-lists");
+    let want = format!("_dists_{suite}-security_InRelease");
+    let lists = fs::read_dir(&lists_root)
+        .with_context(|| format!("reading {}", lists_root.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|d| {
+            fs::read_dir(d).is_ok_and(|mut it| {
+                it.any(|f| f.is_ok_and(|f| f.file_name().to_string_lossy().ends_with(&want)))
+            })
+        })
+        .max_by_key(|d| fs::metadata(d).and_then(|m| m.modified()).ok())
+        .with_context(|| {
+            format!(
+                "no package lists of {suite}-security in {}",
+                lists_root.display()
+            )
+        })?;
+    fs::create_dir_all(root.path().join("cache"))?;
+    let opt = |k: &str, v: &Path| format!("{k}={}", v.display());
+    let out = run(
+        Command::new("apt-get")
+            .arg("-s")
+            .arg("-o")
+            .arg(opt("Dir", root.path()))
+            .arg("-o")
+            .arg(opt("Dir::State::Lists", &lists))
+            .arg("-o")
+            .arg(opt(
+                "Dir::State::status",
+                &root.path().join("var/lib/dpkg/status"),
+            ))
+            .arg("-o")
+            .arg(opt("Dir::Cache", &root.path().join("cache")))
+            .args(["-o", "Debug::NoLocking=1", "dist-upgrade"]),
+        "apt-get -s dist-upgrade on the image's tree",
+    )?;
+    let summary = out
+        .lines()
+        .find(|l| l.contains(" upgraded, ") && l.contains(" newly installed"))
+        .with_context(|| format!("apt-get -s printed no summary:\n{out}"))?
+        .to_string();
+    let upgrades = out
+        .lines()
+        .filter(|l| l.starts_with("Inst "))
+        .map(str::to_string)
+        .collect();
+    let sources = fs::read_to_string(
+        root.path()
+            .join("etc/apt/sources.list.d")
+            .join(sources_file),
+    )
+    .with_context(|| format!("reading the tree's {sources_file}"))?;
+    Ok(AptState {
+        summary,
+        upgrades,
+        sources,
     })
 }
 
