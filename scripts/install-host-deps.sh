@@ -30,6 +30,7 @@ base_pkgs=(
   ubuntu-keyring      # verifies Ubuntu's archive for Ubuntu bases (the default recipe)
   tar apt             # GNU tar packs layer cache entries; apt-helper probes the mirror
   curl                # scripts/test.sh asks each archive whether it answers
+  gnupg apt-utils     # scripts/local-pocket.sh: a signed test pocket (gpg, apt-ftparchive)
   zstd                # layer cache entries
   xorriso genisoimage # seed ISO checks in tests (isoinfo is in genisoimage)
   dosfstools mtools   # ESP creation and vfat seed tests

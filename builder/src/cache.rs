@@ -607,6 +607,7 @@ mod tests {
             mirror: "http://deb.debian.org/debian".into(),
             security_mirror: "http://deb.debian.org/debian-security".into(),
             release_only: false,
+            keyrings: Vec::new(),
             components: vec!["main".into()],
             variant: "minbase".into(),
         };

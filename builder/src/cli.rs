@@ -153,6 +153,12 @@ pub struct LayerArgs {
     #[arg(long)]
     pub release_pocket_only: bool,
 
+    /// An extra keyring that verifies the mirrors, e.g. a local mirror's own
+    /// key (repeatable; `.gpg` binary or `.asc` armored). It is copied into
+    /// the image as /etc/apt/keyrings/NAME and named in its sources.
+    #[arg(long, value_name = "FILE")]
+    pub keyring: Vec<PathBuf>,
+
     /// The mirror the image's own apt sources name (default: --mirror);
     /// for builds through a local mirror or proxy.
     #[arg(long, value_name = "URL")]

@@ -315,6 +315,59 @@ pub struct BaseOverrides {
     pub security_mirror: Option<String>,
     /// `--release-pocket-only`: no `-updates`/`-security` pockets.
     pub release_only: bool,
+    /// `--keyring FILE`: extra keyrings that verify the mirrors.
+    pub keyrings: Vec<PathBuf>,
+}
+
+/// An extra keyring that verifies the mirrors (`--keyring`, e.g. a local
+/// mirror's own key): given to mmdebstrap, copied into the tree as
+/// `/etc/apt/keyrings/NAME` and named in every source's `Signed-By`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtraKeyring {
+    /// The file name in `/etc/apt/keyrings`.
+    pub name: String,
+    /// sha256 of its bytes (part of the base layer's key).
+    pub sha256: String,
+    /// Where it is read from on the build host.
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+impl ExtraKeyring {
+    /// Reads and checks a `--keyring` file: a regular file named `*.gpg`
+    /// (binary) or `*.asc` (armored), as apt tells them apart.
+    pub fn load(path: &Path) -> anyhow::Result<ExtraKeyring> {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .filter(|n| (n.ends_with(".gpg") || n.ends_with(".asc")) && is_word(n))
+            .ok_or_else(|| {
+                bad_input(format!(
+                    "--keyring {}: name a keyring file ending in .gpg (binary) or .asc (armored)",
+                    path.display()
+                ))
+            })?;
+        let meta = std::fs::metadata(path)
+            .map_err(|e| bad_input(format!("--keyring {}: {e}", path.display())))?;
+        if !meta.is_file() || meta.len() > 1 << 20 {
+            return Err(bad_input(format!(
+                "--keyring {}: not a regular file of at most 1 MiB",
+                path.display()
+            )));
+        }
+        let bytes = std::fs::read(path)
+            .map_err(|e| bad_input(format!("--keyring {}: {e}", path.display())))?;
+        Ok(ExtraKeyring {
+            name,
+            sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
+            source: path.to_path_buf(),
+        })
+    }
+
+    /// Its path in the tree.
+    pub fn tree_path(&self) -> String {
+        format!("/etc/apt/keyrings/{}", self.name)
+    }
 }
 
 /// The effective base settings: recipe + command line + defaults.
@@ -329,6 +382,9 @@ pub struct BaseSettings {
     pub security_mirror: String,
     /// Only the release pocket (no `-updates`, no `-security`).
     pub release_only: bool,
+    /// Extra keyrings (`--keyring`); filled in by the tree stage.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keyrings: Vec<ExtraKeyring>,
 }
 
 impl BaseSettings {
@@ -370,7 +426,11 @@ impl BaseSettings {
                 None => groups.push((m.to_string(), vec![p.suite])),
             }
         }
-        let keyring = self.distro.tree_keyring().0;
+        let mut keyring = self.distro.tree_keyring().0.to_string();
+        for k in &self.keyrings {
+            keyring.push_str(", ");
+            keyring.push_str(&k.tree_path());
+        }
         let mut out =
             String::from("# Written by imgbuild: the archive pockets this image was built from.\n");
         for (m, suites) in groups {
@@ -412,6 +472,7 @@ impl BaseSettings {
             mirror,
             security_mirror,
             release_only: over.release_only,
+            keyrings: Vec::new(),
             components: recipe
                 .components
                 .clone()
@@ -947,6 +1008,7 @@ mod tests {
             mirror: Some("http://m/debian".into()),
             security_mirror: Some("http://s/debian-security/".into()),
             release_only: false,
+            keyrings: Vec::new(),
         };
         let b = BaseSettings::resolve(&rec, &over);
         assert_eq!(

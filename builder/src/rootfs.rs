@@ -423,7 +423,13 @@ impl<'p> Run<'p> {
             .base
             .clone()
             .expect("load_stack checks the base");
-        let base = BaseSettings::resolve(&base_recipe, &opts.base);
+        let mut base = BaseSettings::resolve(&base_recipe, &opts.base);
+        base.keyrings = opts
+            .base
+            .keyrings
+            .iter()
+            .map(|k| recipe::ExtraKeyring::load(k))
+            .collect::<anyhow::Result<_>>()?;
         recipe::check_mirror(&base.mirror).map_err(|e| bad_input(format!("--mirror: {e}")))?;
         recipe::check_mirror(&base.security_mirror)
             .map_err(|e| bad_input(format!("--security-mirror: {e}")))?;
@@ -715,6 +721,7 @@ impl<'p> Run<'p> {
         } else if p.layer.recipe.base.is_some() {
             let _apt = self.lock_apt()?;
             self.mmdebstrap(p, root)?;
+            self.install_keyrings(root)?;
             self.write_sources(
                 root,
                 &self
@@ -832,7 +839,20 @@ impl<'p> Run<'p> {
     }
 
     fn chroot(&self, root: &Path) -> anyhow::Result<Chroot> {
-        Chroot::open(root, &self.apt_archives, &self.cache.apt_lists(&self.base))
+        let local: Vec<PathBuf> = self
+            .base
+            .pockets()
+            .iter()
+            .filter_map(|p| p.mirror.strip_prefix("file://").map(PathBuf::from))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        Chroot::open(
+            root,
+            &self.apt_archives,
+            &self.cache.apt_lists(&self.base),
+            &local,
+        )
     }
 
     fn install_packages(
@@ -913,6 +933,19 @@ impl<'p> Run<'p> {
         self.write_sources(root, &self.image_sources)
     }
 
+    /// Copies the `--keyring` files into the tree's `/etc/apt/keyrings`.
+    fn install_keyrings(&self, root: &Path) -> anyhow::Result<()> {
+        for k in &self.base.keyrings {
+            let bytes =
+                fs::read(&k.source).with_context(|| format!("reading {}", k.source.display()))?;
+            let dest = root.join(k.tree_path().trim_start_matches('/'));
+            fs::create_dir_all(dest.parent().expect("has a parent"))?;
+            seeds::atomic::write_atomic(&dest, &bytes, 0o644)
+                .with_context(|| format!("writing {}", k.tree_path()))?;
+        }
+        Ok(())
+    }
+
     /// Writes the tree's apt sources in deb822 (`sources.list.d/DISTRO.sources`)
     /// and retires the one-line `sources.list`.
     fn write_sources(&self, root: &Path, text: &str) -> anyhow::Result<()> {
@@ -968,10 +1001,31 @@ impl<'p> Run<'p> {
         if !packages.is_empty() {
             c.arg(format!("--include={}", packages.join(",")));
         }
-        if let Some(k) = b.distro.keyring() {
-            if !Path::new(k).is_file() {
-                bail!("{k} is missing: install ubuntu-keyring (scripts/install-host-deps.sh) to build {}", b.distro);
+        // With extra keyrings: a directory of all of them (mmdebstrap takes
+        // one --keyring; the distribution's own comes first).
+        let keyring_dir = WorkDir::create(next_work_path(&self.cache, "keyrings"))?;
+        let own = b.distro.keyring().unwrap_or(b.distro.tree_keyring().0);
+        if !Path::new(own).is_file() {
+            bail!(
+                "{own} is missing: install {} (scripts/install-host-deps.sh) to build {}",
+                b.distro.tree_keyring().1,
+                b.distro
+            );
+        }
+        if !b.keyrings.is_empty() {
+            fs::copy(
+                own,
+                keyring_dir
+                    .path()
+                    .join(b.distro.tree_keyring().1.to_string() + ".gpg"),
+            )
+            .with_context(|| format!("copying {own}"))?;
+            for k in &b.keyrings {
+                fs::copy(&k.source, keyring_dir.path().join(&k.name))
+                    .with_context(|| format!("copying {}", k.source.display()))?;
             }
+            c.arg(format!("--keyring={}", keyring_dir.path().display()));
+        } else if let Some(k) = b.distro.keyring() {
             c.arg(format!("--keyring={k}"));
         }
         c.arg(&b.suite).arg(root);
@@ -983,6 +1037,7 @@ impl<'p> Run<'p> {
             .env("IMGBUILD_APT_ARCHIVES", &self.apt_archives)
             .env("LC_ALL", "C.UTF-8");
         cmd::run_streaming(&mut c, &mut |l| step.line(l)).context("mmdebstrap")?;
+        keyring_dir.remove()?;
         step.done();
         Ok(())
     }
@@ -1222,6 +1277,9 @@ struct Chroot {
     mounts: MountStack,
     policy_rc_d: Option<PathBuf>,
     resolv: Option<Resolv>,
+    /// Directories made in the tree for local (file://) mirrors, outermost
+    /// first; removed again after their unmount.
+    made_dirs: Vec<PathBuf>,
 }
 
 struct Resolv {
@@ -1231,11 +1289,17 @@ struct Resolv {
 }
 
 impl Chroot {
-    fn open(root: &Path, apt_archives: &Path, apt_lists: &Path) -> anyhow::Result<Chroot> {
+    fn open(
+        root: &Path,
+        apt_archives: &Path,
+        apt_lists: &Path,
+        local_mirrors: &[PathBuf],
+    ) -> anyhow::Result<Chroot> {
         let mut s = Chroot {
             mounts: MountStack::default(),
             policy_rc_d: None,
             resolv: None,
+            made_dirs: Vec::new(),
         };
         let dir = |rel: &str| -> anyhow::Result<PathBuf> {
             let p = resolve_in_root(root, Path::new(rel))?;
@@ -1259,6 +1323,25 @@ impl Chroot {
             .push(Mount::bind(apt_archives, &dir("var/cache/apt/archives")?)?);
         s.mounts
             .push(Mount::bind(apt_lists, &dir("var/lib/apt/lists")?)?);
+        // A file:// mirror is seen at its own path inside the tree, as
+        // mmdebstrap does for the base.
+        for m in local_mirrors {
+            let rel = m.strip_prefix("/").unwrap_or(m);
+            let target = resolve_in_root(root, rel)?;
+            if !target.starts_with(root) {
+                bail!("{} leads out of the tree", m.display());
+            }
+            let mut missing: Vec<PathBuf> = target
+                .ancestors()
+                .take_while(|a| *a != root && a.symlink_metadata().is_err())
+                .map(Path::to_path_buf)
+                .collect();
+            missing.reverse();
+            fs::create_dir_all(&target)
+                .with_context(|| format!("creating {}", target.display()))?;
+            s.made_dirs.extend(missing);
+            s.mounts.push(Mount::bind(m, &target)?);
+        }
 
         // Services must not start while packages install.
         let policy = resolve_in_root(root, Path::new("usr/sbin/policy-rc.d"))?;
@@ -1302,6 +1385,9 @@ impl Chroot {
     }
 
     fn restore(&mut self) -> anyhow::Result<()> {
+        for d in std::mem::take(&mut self.made_dirs).iter().rev() {
+            fs::remove_dir(d).with_context(|| format!("removing {}", d.display()))?;
+        }
         if let Some(p) = self.policy_rc_d.take() {
             fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
         }
@@ -1771,7 +1857,8 @@ mod tests {
         .unwrap();
         let (archives, lists) = (d.path().join("archives"), d.path().join("lists"));
         fs::create_dir_all(&archives).unwrap();
-        let s = Chroot::open(&root, &archives, &lists).expect("setting up the tree (are we root?)");
+        let s = Chroot::open(&root, &archives, &lists, &[])
+            .expect("setting up the tree (are we root?)");
         assert!(root.join("proc/self").exists(), "/proc mounted");
         assert!(root.join("dev/null").exists(), "/dev mounted");
         assert_eq!(mount::mounts_under(&root).unwrap().len(), 6);
@@ -1791,7 +1878,7 @@ mod tests {
 
         // Dropped without close (an error): still undone. A resolv.conf a
         // package put there in the meantime stays.
-        let s = Chroot::open(&root, &archives, &lists).unwrap();
+        let s = Chroot::open(&root, &archives, &lists, &[]).unwrap();
         fs::remove_file(root.join("etc/resolv.conf")).unwrap();
         fs::write(root.join("etc/resolv.conf"), "nameserver 127.0.0.53\n").unwrap();
         drop(s);

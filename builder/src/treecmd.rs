@@ -28,6 +28,7 @@ impl LayerArgs {
             mirror: self.mirror.clone(),
             security_mirror: self.security_mirror.clone(),
             release_only: self.release_pocket_only,
+            keyrings: self.keyring.clone(),
         };
         opts.image_mirror = self.image_mirror.clone();
         opts.image_security_mirror = self.image_security_mirror.clone();

@@ -1,11 +1,11 @@
-//! End-to-end tests of the main command on a real Debian bookworm tree:
+//! End-to-end tests of the main command on a real Ubuntu noble tree:
 //! every built image is checked with the standard tools, builds are
 //! reproducible, bad input exits with 2 and a clear message, and the disk
 //! boots under SeaBIOS and OVMF.
 //!
 //! They need root (the tree is root's) and the host tools from
 //! scripts/install-host-deps.sh; a missing tool fails the test, with the
-//! tool's name, instead of skipping it. The bookworm tree is built once per
+//! tool's name, instead of skipping it. The noble tree is built once per
 //! machine (see `qemu_tests::fixtures`).
 
 use std::fs;
@@ -98,10 +98,10 @@ fn run(cmd: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// A private copy of the bookworm tree with the boot-marker unit.
+/// A private copy of the noble tree with the boot-marker unit.
 fn marker_tree(work: &Path) -> PathBuf {
     let t = work.join("tree");
-    fixtures::copy_tree(&fixtures::bookworm_tree().unwrap(), &t).unwrap();
+    fixtures::copy_tree(&fixtures::boot_tree().unwrap(), &t).unwrap();
     fixtures::add_marker_unit(&t).unwrap();
     t
 }
@@ -414,7 +414,7 @@ fn bad_input_exits_2_and_says_what_is_wrong() {
     let work = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let env = write_env(work.path());
     let env_s = env.to_str().unwrap();
-    let big_tree = fixtures::bookworm_tree().unwrap();
+    let big_tree = fixtures::boot_tree().unwrap();
     let big = big_tree.to_str().unwrap();
     let o = |name: &str| work.path().join(name).to_str().unwrap().to_string();
 

@@ -101,7 +101,8 @@ fn slow_identical_rebuild_copies_the_cached_image() {
     base_layer(&layers);
     write(
         &layers.join("10-kernel/layer.yml"),
-        "packages: [linux-image-amd64, grub-pc-bin, grub-efi-amd64-bin]\n",
+        "packages: [grub-pc-bin, grub-efi-amd64-bin]\n\
+         distro_packages: {ubuntu: [linux-image-virtual], debian: [linux-image-amd64]}\n",
         0o644,
     );
     let shared = persistent_cache();
@@ -118,7 +119,7 @@ fn slow_identical_rebuild_copies_the_cached_image() {
         .lines()
         .map(|l| l.split('\t').nth(1).unwrap().to_string())
         .collect();
-    assert_eq!(keys.len(), 2, "two layers");
+    assert_eq!(keys.len(), 3, "two layers and the updates step");
     let cache = tmp.path().join("cache");
     link_layers(&shared, &cache, &keys);
     let cs = cache.to_str().unwrap().to_string();
@@ -141,10 +142,6 @@ fn slow_identical_rebuild_copies_the_cached_image() {
             &cs,
             "--apt-cache",
             &apt,
-            "--distro",
-            "debian",
-            "--mirror",
-            common::MIRROR,
         ];
         args.extend(extra);
         imgbuild(&args)

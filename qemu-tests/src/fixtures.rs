@@ -1,4 +1,6 @@
-//! Root trees for tests that need a real, bootable Debian tree.
+//! Root trees for tests that need a real, bootable tree of the default
+//! distribution (Ubuntu noble, from its release, -updates and -security
+//! pockets).
 //!
 //! Building one takes minutes, so it is made once per machine with
 //! `mmdebstrap` (the same package set as layer `10-boot`: kernel, initramfs,
@@ -14,20 +16,21 @@ use anyhow::{bail, Context, Result};
 
 use crate::require_tool;
 
-/// Debian's mirror and suite for test trees (MACHINE.md: only Debian's
-/// archive is reachable from our machines).
-pub const MIRROR: &str = "http://deb.debian.org/debian";
-pub const SUITE: &str = "bookworm";
+/// The mirror and suite of test trees.
+pub const MIRROR: &str = "http://archive.ubuntu.com/ubuntu";
+pub const SUITE: &str = "noble";
+/// The keyring that verifies it on the (Debian) host.
+pub const KEYRING: &str = "/usr/share/keyrings/ubuntu-archive-keyring.gpg";
 /// The packages of a bootable tree.
 pub const BOOT_PACKAGES: &str =
-    "linux-image-amd64,systemd-sysv,udev,grub-pc-bin,grub-efi-amd64-bin,e2fsprogs,initramfs-tools";
+    "linux-image-virtual,systemd-sysv,udev,grub-pc-bin,grub-efi-amd64-bin,e2fsprogs,initramfs-tools";
 
 /// The marker the test unit prints on the serial console, followed by
 /// `firmware=bios` or `firmware=uefi`.
 pub const BOOT_MARKER: &str = "IMGBUILD-BOOT-OK";
 
-/// The cached bootable bookworm tree, built on first use (about 2–3 minutes).
-pub fn bookworm_tree() -> Result<PathBuf> {
+/// The cached bootable noble tree, built on first use (about 2–3 minutes).
+pub fn boot_tree() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("IMGBUILD_TEST_TREE") {
         let p = PathBuf::from(p);
         if !p.join("usr").is_dir() {
@@ -36,21 +39,22 @@ pub fn bookworm_tree() -> Result<PathBuf> {
         return Ok(p);
     }
     let dir = PathBuf::from("/var/cache/imgbuild-dev");
-    let tree = dir.join("bookworm-boot");
-    if tree.join("usr").is_dir() && tree.join("vmlinuz").exists() {
+    let tree = dir.join("noble-boot");
+    if tree.join("usr").is_dir() && tree.join("boot/vmlinuz").exists() {
         return Ok(tree);
     }
     require_tool("mmdebstrap")?;
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = dir.join(format!(".bookworm-boot.tmp{}", std::process::id()));
+    let tmp = dir.join(format!(".noble-boot.tmp{}", std::process::id()));
     let out = std::process::Command::new("mmdebstrap")
         .args([
             "--variant=minbase",
             &format!("--include={BOOT_PACKAGES}"),
+            &format!("--keyring={KEYRING}"),
             SUITE,
         ])
         .arg(&tmp)
-        .arg(MIRROR)
+        .args(["", "-updates", "-security"].map(|p| format!("deb {MIRROR} {SUITE}{p} main")))
         .env("SOURCE_DATE_EPOCH", "1700000000")
         .output()
         .context("running mmdebstrap")?;

@@ -1,5 +1,6 @@
 //! Helpers shared by the tests that build layers through the `imgbuild`
-//! binary against Debian's archive (the only one our machines reach).
+//! binary against the default distribution's archive (Ubuntu noble, every
+//! pocket).
 //!
 //! Downloaded packages and the shared layer cache live outside the checkout,
 //! in `$IMGBUILD_TEST_CACHE`, else `$IMGBUILD_CACHE_DIR` (as scripts/test.sh
@@ -13,8 +14,6 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-pub const MIRROR: &str = "http://deb.debian.org/debian";
 
 pub fn persistent_cache() -> PathBuf {
     ["IMGBUILD_TEST_CACHE", "IMGBUILD_CACHE_DIR"]
@@ -56,16 +55,19 @@ pub fn write(path: &Path, text: &str, mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
 }
 
-/// A tiny Debian base (minbase, nothing added) as `00-base`.
+/// A tiny base of the default distribution (minbase, plus apt and the
+/// archive keyring the tree's sources name) as `00-base`.
 pub fn base_layer(layers: &Path) {
     write(
         &layers.join("00-base/layer.yml"),
-        "base: {distro: debian, suite: bookworm, variant: minbase}\n",
+        "base: {distro: ubuntu, suite: noble, variant: minbase}\n\
+         packages: [apt]\n\
+         distro_packages: {ubuntu: [ubuntu-keyring], debian: [debian-archive-keyring]}\n",
         0o644,
     );
 }
 
-/// `imgbuild tree` on `layers` with the given caches, from Debian's archive.
+/// `imgbuild tree` on `layers` with the given caches, from the default archive.
 pub fn tree_args<'a>(layers: &'a str, cache: &'a str, apt: &'a str) -> Vec<&'a str> {
     vec![
         "tree",
@@ -75,9 +77,5 @@ pub fn tree_args<'a>(layers: &'a str, cache: &'a str, apt: &'a str) -> Vec<&'a s
         cache,
         "--apt-cache",
         apt,
-        "--distro",
-        "debian",
-        "--mirror",
-        MIRROR,
     ]
 }
