@@ -31,6 +31,7 @@ base_pkgs=(
   tar apt             # GNU tar packs layer cache entries; apt-helper probes the mirror
   curl                # scripts/test.sh asks each archive whether it answers
   gnupg apt-utils     # scripts/local-pocket.sh: a signed test pocket (gpg, apt-ftparchive)
+  openssh-client      # boot tests log in to the appliance with the real OpenSSH client
   zstd                # layer cache entries
   xorriso genisoimage # seed ISO checks in tests (isoinfo is in genisoimage)
   dosfstools mtools   # ESP creation and vfat seed tests

@@ -41,6 +41,11 @@ UNIT
 rm -f /etc/ssl/private/ssl-cert-snakeoil.key /etc/ssl/certs/ssl-cert-snakeoil.pem
 find /etc/ssl/certs -maxdepth 1 -lname ssl-cert-snakeoil.pem -delete
 
+# No SSH host keys in the image: openssh-server made them at install time,
+# and every appliance from this tree would share them.
+# appliance-ssh-hostkeys.service makes the machine's own at first boot.
+rm -f /etc/ssh/ssh_host_*
+
 # nginx: only the status page.
 rm -f /etc/nginx/sites-enabled/default
 ln -sfn ../sites-available/ecs-appliance /etc/nginx/sites-enabled/ecs-appliance

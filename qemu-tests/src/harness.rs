@@ -390,9 +390,54 @@ pub fn apt_state(image: &Image, suite: &str, sources_file: &str) -> Result<AptSt
     })
 }
 
-/// A test ssh key (the public half of a throw-away key; nothing can log in).
-pub const TEST_SSH_KEY: &str =
-    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGZ2b3RjZXN0a2V5Zm9yYm9vdHRlc3RzMDEyMzQ1Njc4 boot-test@qemu-tests";
+/// A throw-away SSH key pair made with `ssh-keygen` for this test run
+/// (under the artifacts, private half 0600).
+#[derive(Clone, Debug)]
+pub struct SshKey {
+    pub private: PathBuf,
+    /// The `authorized_keys` line.
+    pub public: String,
+}
+
+/// The run's key pair named `name` (made on first use).
+pub fn ssh_key(name: &str) -> Result<SshKey> {
+    static KEYS: Mutex<Vec<(String, SshKey)>> = Mutex::new(Vec::new());
+    let mut keys = KEYS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, k)) = keys.iter().find(|(n, _)| n == name) {
+        return Ok(k.clone());
+    }
+    require_tool("ssh-keygen")?;
+    let dir = artifacts()?.join("ssh");
+    fs::create_dir_all(&dir)?;
+    let private = dir.join(name);
+    let _ = fs::remove_file(&private);
+    let _ = fs::remove_file(private.with_extension("pub"));
+    run(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C"])
+            .arg(format!("{name}@qemu-tests"))
+            .arg("-f")
+            .arg(&private),
+        "ssh-keygen",
+    )?;
+    let public = fs::read_to_string(dir.join(format!("{name}.pub")))?
+        .trim()
+        .to_string();
+    let k = SshKey { private, public };
+    keys.push((name.to_string(), k.clone()));
+    Ok(k)
+}
+
+/// The test envs' SSH key: logs in as root and app.
+pub fn test_ssh_key() -> SshKey {
+    ssh_key("boot-test").expect("making the test SSH key")
+}
+
+/// A key the test envs list in both `ssh_authorized_keys` and
+/// `ssh_deprecated_keys`: deprecated wins, it must not log in.
+pub fn deprecated_ssh_key() -> SshKey {
+    ssh_key("deprecated").expect("making the deprecated SSH key")
+}
 /// The test envs' domain (and so the guest's host name).
 pub const TEST_DOMAIN: &str = "ecs-boot-test.example.org";
 /// The test envs' database name (`ecs.database`).
@@ -400,10 +445,12 @@ pub const TEST_DATABASE: &str = "ecsboottest";
 
 /// A test env: storage as given (YAML flow map), placeholder secrets.
 pub fn test_env(storage: &str) -> String {
+    let (key, old) = (test_ssh_key().public, deprecated_ssh_key().public);
     format!(
         "#cloud-config\n\
          # Boot-test env: every secret is a placeholder.\n\
-         ssh_authorized_keys:\n  - {TEST_SSH_KEY}\n\
+         ssh_authorized_keys:\n  - {key}\n  - {old}\n\
+         ssh_deprecated_keys:\n  - {old}\n\
          disable_root: false\n\
          appliance:\n  domain: {TEST_DOMAIN}\n  ssl:\n    letsencrypt: {{enabled: false}}\n  \
          storage: {storage}\n\
@@ -557,6 +604,28 @@ pub struct BootSpec {
     pub kernel: Option<(PathBuf, PathBuf, String)>,
     /// What to wait for instead of the report (then QEMU is killed: a power cut).
     pub cut_at: Option<String>,
+    /// SSH logins tried with the OpenSSH client through a port forward
+    /// while the guest is up, after its report.
+    pub ssh: Vec<SshProbe>,
+}
+
+/// One SSH login: `user` with `key` (`None`: password and
+/// keyboard-interactive only), running `command`.
+#[derive(Clone, Debug)]
+pub struct SshProbe {
+    pub user: String,
+    pub key: Option<SshKey>,
+    pub command: String,
+}
+
+/// What one [`SshProbe`] gave.
+#[derive(Clone, Debug)]
+pub struct SshResult {
+    pub probe: SshProbe,
+    /// ssh's exit status (255: ssh itself failed, e.g. the login).
+    pub status: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
 }
 
 impl BootSpec {
@@ -568,6 +637,7 @@ impl BootSpec {
             seed,
             kernel: None,
             cut_at: None,
+            ssh: Vec::new(),
         }
     }
 }
@@ -584,6 +654,11 @@ pub struct Outcome {
     pub console_log: PathBuf,
     /// From QEMU's start to the report (or to `cut_at`).
     pub wall: Duration,
+    /// The SSH logins of [`BootSpec::ssh`], in order.
+    pub ssh: Vec<SshResult>,
+    /// The fingerprints (`SHA256:...`) of the host keys the SSH server
+    /// showed, from the client's known_hosts.
+    pub host_key_fingerprints: Vec<String>,
 }
 
 impl Outcome {
@@ -628,6 +703,7 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
     fs::create_dir_all(&dir)?;
     let console_log = dir.join(format!("{}.log", spec.name));
     let port = free_port()?;
+    let ssh_port = free_port()?;
     // qemu64 and two vCPUs boot fastest under TCG here (BENCHMARKS.md);
     // the image's command line carries the i8042 cure for -smp 2.
     let mut vm = Vm::new(&console_log)
@@ -637,7 +713,7 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
         .timeout(boot_timeout())
         .arg("-netdev")
         .arg(format!(
-            "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:80"
+            "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:80,hostfwd=tcp:127.0.0.1:{ssh_port}-:22"
         ))
         .arg("-device")
         .arg("virtio-net-pci,netdev=net0");
@@ -667,9 +743,13 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
             console: read_console(),
             console_log,
             wall: b.marker_after,
+            ssh: Vec::new(),
+            host_key_fingerprints: Vec::new(),
         });
     }
-    let (b, (report, http)) = vm.run_until_then(report::MARKER, |console| {
+    let known_hosts = dir.join(format!("{}.known_hosts", spec.name));
+    let _ = fs::remove_file(&known_hosts);
+    let (b, report) = vm.run_until_then(report::MARKER, |console| {
         // The marker is seen as soon as it is written; the line may still
         // be arriving.
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -684,8 +764,27 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
             }
         };
         let http = http_get(port).map_err(|e| format!("{e:#}"));
-        Ok((report, http))
+        let mut ssh = Vec::new();
+        for p in &spec.ssh {
+            ssh.push(ssh_probe(ssh_port, &known_hosts, p)?);
+        }
+        Ok((report, http, ssh))
     })?;
+    let (report, http, ssh) = report;
+    let host_key_fingerprints = if known_hosts.exists() {
+        run(
+            Command::new("ssh-keygen")
+                .arg("-l")
+                .arg("-f")
+                .arg(&known_hosts),
+            "ssh-keygen -l of the known hosts",
+        )?
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
+        .collect()
+    } else {
+        Vec::new()
+    };
     Ok(Outcome {
         name: spec.name.clone(),
         report: Some(report),
@@ -693,7 +792,69 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
         console: read_console(),
         console_log,
         wall: b.marker_after,
+        ssh,
+        host_key_fingerprints,
     })
+}
+
+/// One login with the OpenSSH client through the forward on `port`; retried
+/// for up to 60 s while the server is not answering yet.
+fn ssh_probe(port: u16, known_hosts: &Path, p: &SshProbe) -> Result<SshResult> {
+    require_tool("ssh")?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut c = Command::new("ssh");
+        c.args(["-p", &port.to_string(), "-F", "/dev/null"])
+            .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=20"])
+            .args(["-o", "StrictHostKeyChecking=accept-new"])
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+            .args(["-o", "LogLevel=ERROR"]);
+        match &p.key {
+            Some(k) => {
+                c.arg("-i").arg(&k.private).args([
+                    "-o",
+                    "IdentitiesOnly=yes",
+                    "-o",
+                    "PreferredAuthentications=publickey",
+                ]);
+            }
+            None => {
+                c.args([
+                    "-o",
+                    "PubkeyAuthentication=no",
+                    "-o",
+                    "PreferredAuthentications=password,keyboard-interactive",
+                ]);
+            }
+        }
+        c.arg(format!("{}@127.0.0.1", p.user))
+            .arg("--")
+            .arg(&p.command)
+            .stdin(std::process::Stdio::null());
+        let out = c.output().context("running ssh")?;
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let not_up = out.status.code() == Some(255)
+            && [
+                "Connection refused",
+                "Connection reset",
+                "Connection closed",
+                "timed out",
+                "kex_exchange_identification",
+            ]
+            .iter()
+            .any(|m| stderr.contains(m));
+        if not_up && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_secs(2));
+            continue;
+        }
+        return Ok(SshResult {
+            probe: p.clone(),
+            status: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr,
+        });
+    }
 }
 
 /// Collects failed checks of one boot and fails once, with all of them and

@@ -9,9 +9,9 @@ use std::sync::OnceLock;
 
 use qemu_tests::harness::{
     apt_state, artifacts, blank_disk, boot, build_image, debian_image, default_image,
-    distro_available, env_ignore_storage, env_volumes, flatten, kernel_of, overlay, programs,
-    raw_seed, record_timing, seed, serial, BootSpec, Checks, Image, ImageSpec, Outcome, Programs,
-    TEST_DATABASE, TEST_DOMAIN, TEST_SSH_KEY,
+    deprecated_ssh_key, distro_available, env_ignore_storage, env_volumes, flatten, kernel_of,
+    overlay, programs, raw_seed, record_timing, seed, serial, test_ssh_key, BootSpec, Checks,
+    Image, ImageSpec, Outcome, Programs, SshProbe, TEST_DATABASE, TEST_DOMAIN,
 };
 use qemu_tests::report::Report;
 use qemu_tests::Firmware;
@@ -113,8 +113,22 @@ fn check_handoff(
         .get("/root/.ssh/authorized_keys")
         .and_then(|f| f.content.clone())
         .unwrap_or_default();
-    c.check(keys.contains(TEST_SSH_KEY), || {
+    let key = test_ssh_key().public;
+    // An env without a key: the appliance says so and still serves.
+    let no_key = !env.contains(&key);
+    c.check(no_key || keys.contains(&key), || {
         format!("root's authorized_keys lacks the env's key: {keys:?}")
+    });
+    let notice = "no ssh key configured";
+    c.check(http.1.contains(notice) == no_key, || {
+        format!(
+            "the ready page's notice {notice:?} is wrong here (env has a key: {}): {}",
+            !no_key, http.1
+        )
+    });
+    let old = deprecated_ssh_key().public;
+    c.check(!keys.contains(&old), || {
+        format!("root's authorized_keys keeps a deprecated key: {keys:?}")
     });
     // This machine's own TLS pair, made at first boot (the image has none).
     match r.files.get("/etc/ssl/private/ssl-cert-snakeoil.key") {
@@ -211,10 +225,13 @@ fn ignore_storage(distro: Distro, firmware: Firmware, name: &str) {
     let (env_path, iso) = ok(seed(progs, name, &env_ignore_storage()));
     let flat = ok(flatten(progs, &env_path));
     let disk = ok(overlay(&image.qcow2, &disks_dir(name), "vda.qcow2", "8G"));
-    let o = ok(boot(&BootSpec::new(name, firmware, vec![disk], Some(iso))));
+    let mut spec = BootSpec::new(name, firmware, vec![disk], Some(iso));
+    spec.ssh = ssh_probes();
+    let o = ok(boot(&spec));
     record_timing(&o);
     let r = o.report();
     let mut c = Checks::new(&o);
+    check_ssh(&mut c, &o);
     let want_fw = if firmware == Firmware::Uefi {
         "uefi"
     } else {
@@ -244,6 +261,37 @@ fn ignore_storage(distro: Distro, firmware: Firmware, name: &str) {
         },
     );
     let security = format!("{}-security", distro.suite());
+    // The manifest names every pocket with its InRelease Date and sha256.
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(image.dir.join("ecs.manifest.json")).expect("the manifest"),
+    )
+    .expect("the manifest is JSON");
+    let pockets: Vec<(String, String, String)> = manifest["tree"]["pockets"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|p| {
+                    let f = |k: &str| p[k].as_str().unwrap_or("").to_string();
+                    (f("suite"), f("date"), f("sha256"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let want: Vec<String> = ["", "-updates", "-security"]
+        .iter()
+        .map(|p| format!("{}{p}", distro.suite()))
+        .collect();
+    c.eq(
+        pockets.iter().map(|p| p.0.clone()).collect::<Vec<_>>(),
+        want,
+        "the manifest's pockets",
+    );
+    c.check(
+        pockets
+            .iter()
+            .all(|(_, date, sha)| date.len() > 20 && sha.len() == 64),
+        || format!("a pocket without its Date or sha256 in the manifest: {pockets:?}"),
+    );
     c.check(
         apt.sources
             .lines()
@@ -251,6 +299,84 @@ fn ignore_storage(distro: Distro, firmware: Firmware, name: &str) {
         || format!("the image's apt sources lack {security}:\n{}", apt.sources),
     );
     c.finish();
+}
+
+/// The SSH logins every ready appliance is tried with, in this order: root
+/// and app with the env's key, root with a password only, root with the
+/// deprecated key.
+fn ssh_probes() -> Vec<SshProbe> {
+    let probe = |user: &str, key: Option<qemu_tests::harness::SshKey>| SshProbe {
+        user: user.into(),
+        key,
+        command: "id -un".into(),
+    };
+    vec![
+        probe("root", Some(test_ssh_key())),
+        probe("app", Some(test_ssh_key())),
+        probe("root", None),
+        probe("root", Some(deprecated_ssh_key())),
+    ]
+}
+
+/// What [`ssh_probes`] must give, and the host keys: the machine's own,
+/// printed on the console, shown to the client.
+fn check_ssh(c: &mut Checks, o: &Outcome) {
+    let [root, app, password, deprecated] = o.ssh.as_slice() else {
+        c.check(false, || format!("{} SSH results, want 4", o.ssh.len()));
+        return;
+    };
+    for (r, user) in [(root, "root"), (app, "app")] {
+        c.check(r.status == Some(0) && r.stdout.trim() == user, || {
+            format!(
+                "ssh {user}@ with the env's key: status {:?}, stdout {:?}, stderr {:?}",
+                r.status, r.stdout, r.stderr
+            )
+        });
+    }
+    c.check(
+        password.status == Some(255) && password.stderr.contains("Permission denied (publickey)"),
+        || {
+            format!(
+                "a password login was not refused as key-only: status {:?}, stderr {:?}",
+                password.status, password.stderr
+            )
+        },
+    );
+    c.check(
+        deprecated.status == Some(255) && deprecated.stderr.contains("Permission denied"),
+        || {
+            format!(
+                "the deprecated key was not refused: status {:?}, stdout {:?}, stderr {:?}",
+                deprecated.status, deprecated.stdout, deprecated.stderr
+            )
+        },
+    );
+    // The fingerprints on the console, between cloud-init's markers.
+    let printed: Vec<&str> = o
+        .console
+        .lines()
+        .skip_while(|l| !l.contains("-----BEGIN SSH HOST KEY FINGERPRINTS-----"))
+        .take_while(|l| !l.contains("-----END SSH HOST KEY FINGERPRINTS-----"))
+        .collect();
+    for kind in ["(ED25519)", "(ECDSA)", "(RSA)"] {
+        c.check(printed.iter().any(|l| l.trim_end().ends_with(kind)), || {
+            format!("no {kind} host key fingerprint on the console: {printed:?}")
+        });
+    }
+    c.check(
+        printed
+            .iter()
+            .any(|l| l.trim_end().ends_with("(RSA)") && l.split_whitespace().any(|w| w == "3072")),
+        || format!("the RSA host key is not 3072 bits: {printed:?}"),
+    );
+    c.check(!o.host_key_fingerprints.is_empty(), || {
+        "the SSH client recorded no host key".into()
+    });
+    for f in &o.host_key_fingerprints {
+        c.check(printed.iter().any(|l| l.contains(f.as_str())), || {
+            format!("the served host key {f} is not among the console's fingerprints {printed:?}")
+        });
+    }
 }
 
 /// Every path in the image's root tree: the listing of its top layer's
@@ -496,7 +622,7 @@ fn s6_baked_env_without_seed() {
         progs,
         &ImageSpec {
             name: "baked".into(),
-            env: env_ignore_storage(),
+            env: env_without_ssh_keys(),
             bake_env: true,
             ..ImageSpec::default()
         },
@@ -513,8 +639,27 @@ fn s6_baked_env_without_seed() {
     let r = o.report();
     let mut c = Checks::new(&o);
     check_root_fills(&mut c, r, 8 * GIB);
-    check_handoff(&mut c, r, &o.page(), &env_ignore_storage(), &flat, "local");
+    check_handoff(
+        &mut c,
+        r,
+        &o.page(),
+        &env_without_ssh_keys(),
+        &flat,
+        "local",
+    );
+    c.check(o.console.contains("no ssh key configured"), || {
+        "the console does not say that no ssh key is configured".into()
+    });
     c.finish();
+}
+
+/// The baked scenario's env: no SSH key at all.
+fn env_without_ssh_keys() -> String {
+    env_ignore_storage()
+        .lines()
+        .filter(|l| !l.starts_with("ssh_") && !l.starts_with("  - ssh-"))
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 #[test]
