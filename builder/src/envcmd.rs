@@ -25,6 +25,7 @@ pub fn load_env(path: &Path) -> anyhow::Result<(Vec<u8>, Env)> {
     for w in &env.warnings {
         tracing::warn!("{}:{w}", path.display());
     }
+    crate::tlscheck::check(&env, &path.display().to_string())?;
     Ok((bytes, env))
 }
 

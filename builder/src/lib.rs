@@ -20,4 +20,5 @@ pub mod pockets;
 pub mod progress;
 pub mod recipe;
 pub mod rootfs;
+pub mod tlscheck;
 pub mod treecmd;

@@ -459,14 +459,106 @@ pub fn test_env(storage: &str) -> String {
     )
 }
 
+/// A test CA and a certificate it signed for [`TEST_DOMAIN`] (EC P-256,
+/// made with openssl for this test run).
+#[derive(Debug)]
+pub struct TestTls {
+    /// The CA certificate (for curl `--cacert`).
+    pub ca: PathBuf,
+    /// The server certificate and key, PEM.
+    pub cert: String,
+    pub key: String,
+}
+
+/// The run's test CA and server certificate (made on first use).
+pub fn test_tls() -> &'static TestTls {
+    static T: OnceLock<Result<TestTls, String>> = OnceLock::new();
+    once(&T, || {
+        require_tool("openssl")?;
+        let dir = artifacts()?.join("tls");
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir)?;
+        let p = |n: &str| dir.join(n);
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        run(
+            Command::new("openssl")
+                .args(["req", "-x509"])
+                .args(ec)
+                .args([
+                    "-days",
+                    "30",
+                    "-subj",
+                    "/CN=imgbuild boot-test CA",
+                    "-keyout",
+                ])
+                .arg(p("ca.key"))
+                .arg("-out")
+                .arg(p("ca.crt")),
+            "openssl: the test CA",
+        )?;
+        run(
+            Command::new("openssl")
+                .arg("req")
+                .args(ec)
+                .args(["-subj", &format!("/CN={TEST_DOMAIN}"), "-keyout"])
+                .arg(p("server.key"))
+                .arg("-out")
+                .arg(p("server.csr")),
+            "openssl: the server key",
+        )?;
+        fs::write(p("san.ext"), format!("subjectAltName=DNS:{TEST_DOMAIN}\n"))?;
+        run(
+            Command::new("openssl")
+                .args(["x509", "-req", "-days", "30", "-in"])
+                .arg(p("server.csr"))
+                .arg("-CA")
+                .arg(p("ca.crt"))
+                .arg("-CAkey")
+                .arg(p("ca.key"))
+                .args(["-CAcreateserial", "-extfile"])
+                .arg(p("san.ext"))
+                .arg("-out")
+                .arg(p("server.crt")),
+            "openssl: the server certificate",
+        )?;
+        Ok(TestTls {
+            ca: p("ca.crt"),
+            cert: fs::read_to_string(p("server.crt"))?,
+            key: fs::read_to_string(p("server.key"))?,
+        })
+    })
+    .expect("making the test TLS certificate")
+}
+
 /// Scenario 1's env: no separate volumes.
 pub fn env_ignore_storage() -> String {
     test_env("{ignore: {data: true, volatile: true}}")
 }
 
 /// Scenario 3's env: volatile in the boot disk's free space, data on vdb.
+/// It also carries the test CA's certificate for the domain
+/// (`appliance.ssl.cert`/`key`).
 pub fn env_volumes() -> String {
-    test_env("{volatile: {size: 2G}, data: {device: /dev/vdb}}")
+    let tls = test_tls();
+    let block = |pem: &str| {
+        pem.lines()
+            .map(|l| format!("      {l}\n"))
+            .collect::<String>()
+    };
+    test_env("{volatile: {size: 2G}, data: {device: /dev/vdb}}").replace(
+        "    letsencrypt: {enabled: false}\n",
+        &format!(
+            "    letsencrypt: {{enabled: false}}\n    cert: |\n{}    key: |\n{}",
+            block(&tls.cert),
+            block(&tls.key)
+        ),
+    )
 }
 
 /// Writes `env` to the artifacts and makes its seed with `imgbuild seed`.
@@ -555,8 +647,8 @@ pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// One HTTP/1.0 GET of `/` on 127.0.0.1:`port`: (status, body).
-pub fn http_get(port: u16) -> Result<(u16, String)> {
+/// One HTTP/1.0 GET of `/` on 127.0.0.1:`port`: (status, Location, body).
+pub fn http_get(port: u16) -> Result<(u16, Option<String>, String)> {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut s = loop {
         match TcpStream::connect(("127.0.0.1", port)) {
@@ -584,11 +676,13 @@ pub fn http_get(port: u16) -> Result<(u16, String)> {
                 tail(&text, 5)
             )
         })?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let location = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("location")
+            .then(|| v.trim().to_string())
+    });
+    Ok((status, location, body.to_string()))
 }
 
 /// One boot of a test.
@@ -607,6 +701,9 @@ pub struct BootSpec {
     /// SSH logins tried with the OpenSSH client through a port forward
     /// while the guest is up, after its report.
     pub ssh: Vec<SshProbe>,
+    /// The CA that must verify the HTTPS certificate (curl `--cacert`);
+    /// `None`: the page is fetched without verification (`-k`).
+    pub https_ca: Option<PathBuf>,
 }
 
 /// One SSH login: `user` with `key` (`None`: password and
@@ -638,6 +735,7 @@ impl BootSpec {
             kernel: None,
             cut_at: None,
             ssh: Vec::new(),
+            https_ca: None,
         }
     }
 }
@@ -654,6 +752,14 @@ pub struct Outcome {
     pub console_log: PathBuf,
     /// From QEMU's start to the report (or to `cut_at`).
     pub wall: Duration,
+    /// Port 80's `Location` header, when it answered with one.
+    pub http_location: Option<String>,
+    /// `https://TEST_DOMAIN/` through the port forward with curl (the name
+    /// resolved to the forward): (status, body), or why there was none
+    /// (with [`BootSpec::https_ca`]: also when the CA does not verify it).
+    pub https: Result<(u16, String), String>,
+    /// The certificate the HTTPS port served (PEM, from `openssl s_client`).
+    pub served_cert: Option<String>,
     /// The SSH logins of [`BootSpec::ssh`], in order.
     pub ssh: Vec<SshResult>,
     /// The fingerprints (`SHA256:...`) of the host keys the SSH server
@@ -667,9 +773,12 @@ impl Outcome {
     }
 
     /// The status page's (status, body); status 0 and the error when there
-    /// was no answer.
+    /// was no answer. Port 80's answer, or HTTPS's when port 80 redirects.
     pub fn page(&self) -> (u16, String) {
-        self.http.clone().unwrap_or_else(|e| (0, e))
+        match &self.http {
+            Ok((301, _)) => self.https.clone().unwrap_or_else(|e| (0, e)),
+            other => other.clone().unwrap_or_else(|e| (0, e)),
+        }
     }
 
     /// The console's last lines, for failure messages.
@@ -704,6 +813,7 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
     let console_log = dir.join(format!("{}.log", spec.name));
     let port = free_port()?;
     let ssh_port = free_port()?;
+    let https_port = free_port()?;
     // qemu64 and two vCPUs boot fastest under TCG here (BENCHMARKS.md);
     // the image's command line carries the i8042 cure for -smp 2.
     let mut vm = Vm::new(&console_log)
@@ -713,7 +823,7 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
         .timeout(boot_timeout())
         .arg("-netdev")
         .arg(format!(
-            "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:80,hostfwd=tcp:127.0.0.1:{ssh_port}-:22"
+            "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:80,hostfwd=tcp:127.0.0.1:{ssh_port}-:22,hostfwd=tcp:127.0.0.1:{https_port}-:443"
         ))
         .arg("-device")
         .arg("virtio-net-pci,netdev=net0");
@@ -743,6 +853,9 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
             console: read_console(),
             console_log,
             wall: b.marker_after,
+            http_location: None,
+            https: Err("no report: the power was cut".into()),
+            served_cert: None,
             ssh: Vec::new(),
             host_key_fingerprints: Vec::new(),
         });
@@ -763,14 +876,19 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
                 Err(_) => std::thread::sleep(Duration::from_millis(200)),
             }
         };
-        let http = http_get(port).map_err(|e| format!("{e:#}"));
+        let (http, http_location) = match http_get(port) {
+            Ok((status, location, body)) => (Ok((status, body)), location),
+            Err(e) => (Err(format!("{e:#}")), None),
+        };
+        let https = https_get(https_port, spec.https_ca.as_deref()).map_err(|e| format!("{e:#}"));
+        let served_cert = served_cert(https_port).ok();
         let mut ssh = Vec::new();
         for p in &spec.ssh {
             ssh.push(ssh_probe(ssh_port, &known_hosts, p)?);
         }
-        Ok((report, http, ssh))
+        Ok((report, (http, http_location), (https, served_cert), ssh))
     })?;
-    let (report, http, ssh) = report;
+    let (report, (http, http_location), (https, served_cert), ssh) = report;
     let host_key_fingerprints = if known_hosts.exists() {
         run(
             Command::new("ssh-keygen")
@@ -792,9 +910,64 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
         console: read_console(),
         console_log,
         wall: b.marker_after,
+        http_location,
+        https,
+        served_cert,
         ssh,
         host_key_fingerprints,
     })
+}
+
+/// `https://TEST_DOMAIN/` with curl through the forward on `port`: (status,
+/// body). With `ca`, the certificate must verify against it and name the
+/// domain; without, it is not checked (`-k`).
+pub fn https_get(port: u16, ca: Option<&Path>) -> Result<(u16, String)> {
+    require_tool("curl")?;
+    let mut c = Command::new("curl");
+    c.args([
+        "-sS",
+        "--max-time",
+        "20",
+        "--retry",
+        "3",
+        "--retry-connrefused",
+    ])
+    .arg("--resolve")
+    .arg(format!("{TEST_DOMAIN}:{port}:127.0.0.1"))
+    .args(["-w", "\n%{http_code}"]);
+    match ca {
+        Some(ca) => c.arg("--cacert").arg(ca),
+        None => c.arg("-k"),
+    };
+    c.arg(format!("https://{TEST_DOMAIN}:{port}/"));
+    let out = run(&mut c, "curl of the HTTPS page")?;
+    let (body, code) = out
+        .rsplit_once('\n')
+        .ok_or_else(|| anyhow!("curl printed no status: {out:?}"))?;
+    Ok((
+        code.trim().parse().context("curl's status")?,
+        body.to_string(),
+    ))
+}
+
+/// The certificate served on `port` (PEM), through `openssl s_client`.
+pub fn served_cert(port: u16) -> Result<String> {
+    require_tool("openssl")?;
+    let out = run(
+        Command::new("openssl")
+            .args(["s_client", "-connect"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-servername", TEST_DOMAIN])
+            .stdin(std::process::Stdio::null()),
+        "openssl s_client",
+    )?;
+    let begin = out
+        .find("-----BEGIN CERTIFICATE-----")
+        .ok_or_else(|| anyhow!("no certificate from 127.0.0.1:{port}"))?;
+    let end = out[begin..]
+        .find("-----END CERTIFICATE-----")
+        .ok_or_else(|| anyhow!("a cut certificate from 127.0.0.1:{port}"))?;
+    Ok(out[begin..begin + end + "-----END CERTIFICATE-----".len()].to_string() + "\n")
 }
 
 /// One login with the OpenSSH client through the forward on `port`; retried

@@ -23,12 +23,16 @@ pub const FILES: &[&str] = &[
     "/etc/hostname",
     "/etc/fstab",
     "/etc/ssl/certs/ssl-cert-snakeoil.pem",
-    // A secret: facts only, never its content (see SECRET_DIR).
+    // Secrets: facts only, never their content (see is_secret).
     "/etc/ssl/private/ssl-cert-snakeoil.key",
+    "/etc/ecs-appliance/tls/server.crt",
+    "/etc/ecs-appliance/tls/server.key",
 ];
 
-/// Files under this directory are reported without their content.
-pub const SECRET_DIR: &str = "/etc/ssl/private/";
+/// Files reported without their content: private keys.
+pub fn is_secret(path: &str) -> bool {
+    path.starts_with("/etc/ssl/private/") || path.ends_with(".key")
+}
 
 /// Units whose state is reported (`VERSION` is PostgreSQL's major version).
 pub const UNITS: &[&str] = &[
@@ -36,6 +40,8 @@ pub const UNITS: &[&str] = &[
     "ecs-appliance.target",
     "appliance-postgresql.service",
     "appliance-snakeoil.service",
+    "appliance-tls.service",
+    "appliance-ssh-hostkeys.service",
     "postgresql@VERSION-main.service",
     "nginx.service",
     "appliance.service",

@@ -10,8 +10,8 @@ use std::sync::OnceLock;
 use qemu_tests::harness::{
     apt_state, artifacts, blank_disk, boot, build_image, debian_image, default_image,
     deprecated_ssh_key, distro_available, env_ignore_storage, env_volumes, flatten, kernel_of,
-    overlay, programs, raw_seed, record_timing, seed, serial, test_ssh_key, BootSpec, Checks,
-    Image, ImageSpec, Outcome, Programs, SshProbe, TEST_DATABASE, TEST_DOMAIN,
+    overlay, programs, raw_seed, record_timing, seed, serial, test_ssh_key, test_tls, BootSpec,
+    Checks, Image, ImageSpec, Outcome, Programs, SshProbe, TEST_DATABASE, TEST_DOMAIN,
 };
 use qemu_tests::report::Report;
 use qemu_tests::Firmware;
@@ -73,14 +73,9 @@ fn disks_dir(name: &str) -> PathBuf {
 }
 
 /// The state every successful hand-off reaches.
-fn check_handoff(
-    c: &mut Checks,
-    r: &Report,
-    http: &(u16, String),
-    env: &str,
-    flat: &str,
-    source: &str,
-) {
+fn check_handoff(c: &mut Checks, r: &Report, o: &Outcome, env: &str, flat: &str, source: &str) {
+    let http = &o.page();
+    check_https(c, r, o, env);
     c.eq(r.hostname.as_str(), TEST_DOMAIN, "host name");
     match r.files.get("/run/active-env.yml") {
         Some(f) => {
@@ -239,7 +234,7 @@ fn ignore_storage(distro: Distro, firmware: Firmware, name: &str) {
     };
     c.eq(r.firmware.as_str(), want_fw, "firmware");
     check_root_fills(&mut c, r, 8 * GIB);
-    check_handoff(&mut c, r, &o.page(), &env_ignore_storage(), &flat, "cidata");
+    check_handoff(&mut c, r, &o, &env_ignore_storage(), &flat, "cidata");
     let secrets = ok(tree_paths(image))
         .into_iter()
         .filter(|p| p.contains("ssl-cert-snakeoil") || p.contains("ssh_host_"))
@@ -299,6 +294,67 @@ fn ignore_storage(distro: Distro, firmware: Firmware, name: &str) {
         || format!("the image's apt sources lack {security}:\n{}", apt.sources),
     );
     c.finish();
+}
+
+/// A boot of an env with the test CA's certificate ([`env_volumes`]): curl
+/// must verify it against the CA.
+fn with_test_ca(mut spec: BootSpec) -> BootSpec {
+    spec.https_ca = Some(test_tls().ca.clone());
+    spec
+}
+
+/// HTTPS on a ready appliance: port 80 redirects to it, and 443 serves the
+/// env's certificate (verified by the test CA) or, without one, the
+/// machine's own self-signed one.
+fn check_https(c: &mut Checks, r: &Report, o: &Outcome, env: &str) {
+    c.eq(
+        o.http.as_ref().map(|h| h.0).ok(),
+        Some(301),
+        "port 80's status on a ready appliance (a redirect to HTTPS)",
+    );
+    c.check(
+        o.http_location
+            .as_deref()
+            .is_some_and(|l| l.starts_with("https://")),
+        || {
+            format!(
+                "port 80 redirects to {:?}, not to https://",
+                o.http_location
+            )
+        },
+    );
+    let served = o.served_cert.as_deref().unwrap_or("").trim();
+    if env.contains("BEGIN CERTIFICATE") {
+        c.eq(
+            served,
+            test_tls().cert.trim(),
+            "the served certificate (the env's)",
+        );
+        c.check(o.https.is_ok(), || {
+            format!(
+                "curl --cacert the test CA against https://{TEST_DOMAIN}/: {:?}",
+                o.https
+            )
+        });
+    } else {
+        let own = r
+            .files
+            .get("/etc/ssl/certs/ssl-cert-snakeoil.pem")
+            .and_then(|f| f.content.clone())
+            .unwrap_or_default();
+        c.check(!served.is_empty() && served == own.trim(), || {
+            format!("the served certificate is not the machine's own:\n{served}\nvs\n{own}")
+        });
+    }
+    match r.files.get("/etc/ecs-appliance/tls/server.key") {
+        Some(f) => {
+            c.eq((f.mode, f.uid), (0o600, 0), "the TLS key's mode and owner");
+            c.check(f.content.is_none(), || {
+                "the reporter printed the TLS key's content".into()
+            });
+        }
+        None => c.check(false, || "no /etc/ecs-appliance/tls/server.key".into()),
+    }
 }
 
 /// The SSH logins every ready appliance is tried with, in this order: root
@@ -454,12 +510,12 @@ fn volumes_first_boot() -> &'static Volumes {
                 overlay(&image.qcow2, &dir, "vda.qcow2", "12G")?,
                 blank_disk(&dir, "vdb.qcow2", "4G")?,
             ];
-            let first = boot(&BootSpec::new(
+            let first = boot(&with_test_ca(BootSpec::new(
                 name,
                 Firmware::Bios,
                 disks.clone(),
                 Some(iso.clone()),
-            ))?;
+            )))?;
             record_timing(&first);
             Ok(Volumes {
                 disks,
@@ -509,7 +565,7 @@ fn s3_volumes_on_free_space_and_blank_disk() {
     let r = o.report();
     let mut c = Checks::new(o);
     check_volumes(&mut c, r);
-    check_handoff(&mut c, r, &o.page(), &env_volumes(), &v.flat, "cidata");
+    check_handoff(&mut c, r, o, &env_volumes(), &v.flat, "cidata");
     c.eq(r.root.disk_bytes, 12 * GIB, "boot disk size");
     c.finish();
 }
@@ -521,17 +577,17 @@ fn s4_second_boot_changes_nothing() {
     }
     let _one = serial();
     let v = volumes_first_boot();
-    let second = ok(boot(&BootSpec::new(
+    let second = ok(boot(&with_test_ca(BootSpec::new(
         "s4-second-boot",
         Firmware::Bios,
         v.disks.clone(),
         Some(v.iso.clone()),
-    )));
+    ))));
     record_timing(&second);
     let (a, b) = (v.first.report(), second.report());
     let mut c = Checks::new(&second);
     check_volumes(&mut c, b);
-    check_handoff(&mut c, b, &second.page(), &env_volumes(), &v.flat, "cidata");
+    check_handoff(&mut c, b, &second, &env_volumes(), &v.flat, "cidata");
     c.eq(
         &b.ext_labels,
         &a.ext_labels,
@@ -639,14 +695,7 @@ fn s6_baked_env_without_seed() {
     let r = o.report();
     let mut c = Checks::new(&o);
     check_root_fills(&mut c, r, 8 * GIB);
-    check_handoff(
-        &mut c,
-        r,
-        &o.page(),
-        &env_without_ssh_keys(),
-        &flat,
-        "local",
-    );
+    check_handoff(&mut c, r, &o, &env_without_ssh_keys(), &flat, "local");
     c.check(o.console.contains("no ssh key configured"), || {
         "the console does not say that no ssh key is configured".into()
     });
@@ -687,17 +736,17 @@ fn s8_power_cut_while_creating_volumes_converges() {
     cut.cut_at = Some("pausing at volumes".into());
     let o = ok(boot(&cut));
     eprintln!("power cut after {:.1}s", o.wall.as_secs_f64());
-    let again = ok(boot(&BootSpec::new(
+    let again = ok(boot(&with_test_ca(BootSpec::new(
         &format!("{name}-2-converge"),
         Firmware::Bios,
         disks,
         Some(iso),
-    )));
+    ))));
     record_timing(&again);
     let r = again.report();
     let mut c = Checks::new(&again);
     check_volumes(&mut c, r);
-    check_handoff(&mut c, r, &again.page(), &env_volumes(), &flat, "cidata");
+    check_handoff(&mut c, r, &again, &env_volumes(), &flat, "cidata");
     c.finish();
 }
 

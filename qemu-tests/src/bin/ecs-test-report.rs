@@ -10,8 +10,8 @@ use std::path::Path;
 use std::process::Command;
 
 use qemu_tests::report::{
-    DiskFact, ExtFs, FileFact, MountFact, PgFact, Report, RootFact, UnitFact, FILES, MARKER,
-    SECRET_DIR, UNITS,
+    is_secret, DiskFact, ExtFs, FileFact, MountFact, PgFact, Report, RootFact, UnitFact, FILES,
+    MARKER, UNITS,
 };
 use sha2::{Digest, Sha256};
 
@@ -139,7 +139,7 @@ fn read_trim(p: &str) -> String {
 
 fn file_fact(path: &str) -> Option<FileFact> {
     let md = fs::metadata(path).ok()?;
-    let content = (md.len() <= 64 * 1024 && !path.starts_with(SECRET_DIR))
+    let content = (md.len() <= 64 * 1024 && !is_secret(path))
         .then(|| fs::read(path).ok())
         .flatten()
         .map(|b| String::from_utf8_lossy(&b).into_owned());
