@@ -223,6 +223,46 @@ pub enum Command {
     Tree(TreeArgs),
     /// List or clean the layer cache and its assembled images.
     Cache(CacheArgs),
+    /// Boot an image locally in QEMU with its seed, on a throw-away overlay;
+    /// prints the ssh and https lines once the guest answers.
+    #[command(after_help = EXIT_CODES)]
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The image to boot (as imgbuild wrote it: raw, qcow2, vmdk).
+    pub image: PathBuf,
+
+    /// The seed ISO to attach (default: NAME.seed.iso beside NAME.qcow2,
+    /// when it exists).
+    #[arg(long, value_name = "ISO")]
+    pub seed: Option<PathBuf>,
+
+    /// Boot the image itself and keep what the guest writes (default: a
+    /// throw-away overlay, removed when the run ends).
+    #[arg(long)]
+    pub persistent: bool,
+
+    /// Boot with SeaBIOS instead of UEFI.
+    #[arg(long)]
+    pub bios: bool,
+
+    /// The localhost port forwarded to the guest's SSH (default: a free one).
+    #[arg(long, value_name = "PORT")]
+    pub ssh_port: Option<u16>,
+
+    /// The localhost port forwarded to the guest's HTTPS (default: a free one).
+    #[arg(long, value_name = "PORT")]
+    pub https_port: Option<u16>,
+
+    /// The guest's memory in MiB (the appliance wants at least 3 GiB).
+    #[arg(long, value_name = "MIB", default_value_t = 3072)]
+    pub memory: u32,
+
+    /// The guest's vCPUs.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub cpus: u32,
 }
 
 #[derive(Debug, Args)]
@@ -331,6 +371,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Cache(args)) => crate::treecmd::cache(&args),
         Some(Command::Env(EnvCommand::Check(args))) => envcmd::check(&args),
         Some(Command::Seed(args)) => envcmd::seed(&args),
+        Some(Command::Run(args)) => crate::run::run(&crate::run::RunOptions {
+            image: args.image,
+            seed: args.seed,
+            persistent: args.persistent,
+            bios: args.bios,
+            ssh_port: args.ssh_port,
+            https_port: args.https_port,
+            memory_mib: args.memory,
+            cpus: args.cpus,
+        }),
         None => {
             let verbosity = cli.verbosity();
             crate::build::run(&cli.build.into_options(verbosity)?)

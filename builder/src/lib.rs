@@ -20,5 +20,6 @@ pub mod pockets;
 pub mod progress;
 pub mod recipe;
 pub mod rootfs;
+pub mod run;
 pub mod tlscheck;
 pub mod treecmd;
