@@ -85,9 +85,9 @@ impl fmt::Display for Obstacle {
 #[derive(Debug)]
 pub enum Read {
     Missing,
-    /// A regular file with one link: its bytes, and its metadata (from the
-    /// descriptor that read them).
-    Data(Vec<u8>, Metadata),
+    /// A regular file with one link: its bytes, the descriptor that read
+    /// them (for `fchown`/`fchmod`) and its metadata.
+    Data(Vec<u8>, File, Metadata),
     /// A regular file with other links: not read.
     Linked(Metadata),
     /// A regular file larger than [`MAX_READ`]: not read.
@@ -345,7 +345,7 @@ impl Dir {
         if data.len() as u64 > MAX_READ {
             return Ok(Read::TooLarge(m));
         }
-        Ok(Read::Data(data, m))
+        Ok(Read::Data(data, f, m))
     }
 
     /// Replaces (or creates) `name` with a new regular file holding `data`,
@@ -473,7 +473,7 @@ mod tests {
         assert!(matches!(root.read("hard").unwrap(), Read::Linked(_)));
         assert!(matches!(root.read("fifo").unwrap(), Read::Other(m) if is_special(&m)));
         assert!(matches!(root.read("nope").unwrap(), Read::Missing));
-        assert!(matches!(root.read("plain").unwrap(), Read::Data(b, _) if b == b"p"));
+        assert!(matches!(root.read("plain").unwrap(), Read::Data(b, _, _) if b == b"p"));
     }
 
     #[test]
