@@ -35,7 +35,7 @@
 //! tests run the real code on a temporary tree and a loopback server.
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -44,6 +44,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use seeds::env::Env;
+
+use crate::safefs::{self, Dir};
 
 /// The EC2 metadata service.
 pub const EC2_BASE: &str = "http://169.254.169.254";
@@ -513,10 +515,16 @@ pub fn active_env_yml(found: &Found) -> Vec<u8> {
 }
 
 /// Writes `/run/active-env.yml` and `/run/active-env.env` where they differ
-/// from what is there; returns the ones written.
+/// from what is there; returns the ones written. Reached without following
+/// a link ([`crate::safefs`]).
 pub fn publish(root: &Path, found: &Found, env: &Env) -> Result<Vec<&'static str>> {
-    let run = root.join("run");
-    fs::create_dir_all(&run).context("creating /run")?;
+    let run = match Dir::root(root)
+        .and_then(|r| r.walk("/run", true))
+        .context("creating /run")?
+    {
+        Ok(d) => d,
+        Err(o) => bail!("{o}"),
+    };
     let mut written = Vec::new();
     for (name, abs, data) in [
         (
@@ -530,30 +538,23 @@ pub fn publish(root: &Path, found: &Found, env: &Env) -> Result<Vec<&'static str
             env.flatten_for_units().into_bytes(),
         ),
     ] {
-        let path = run.join(name);
-        if up_to_date(&path, &data, 0o600) {
+        if up_to_date(&run, name, &data, 0o600) {
             continue;
         }
-        seeds::atomic::write_atomic(&path, &data, 0o600)
+        run.replace(name, &data, 0o600, None)
             .with_context(|| format!("writing {abs}"))?;
         written.push(abs);
     }
     Ok(written)
 }
 
-/// `path` is a regular file (not a link) with exactly `data` and `mode`.
-fn up_to_date(path: &Path, data: &[u8], mode: u32) -> bool {
-    let Ok(m) = path.symlink_metadata() else {
-        return false;
-    };
-    if !m.is_file() || m.mode() & 0o7777 != mode || m.len() != data.len() as u64 {
-        return false;
+/// `name` is a regular file (not a link, no other link) with exactly
+/// `data` and `mode`.
+fn up_to_date(run: &Dir, name: &str, data: &[u8], mode: u32) -> bool {
+    match run.read(name) {
+        Ok(safefs::Read::Data(old, _, m)) => m.mode() & 0o7777 == mode && old == data,
+        _ => false,
     }
-    let mut old = Vec::with_capacity(data.len());
-    File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut old))
-        .is_ok()
-        && old == data
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 use super::*;
 use crate::testutil::sh;
+use std::fs::File;
 use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, Mutex};
