@@ -148,6 +148,9 @@ impl Agent<'_> {
         let found = discover::find(&self.sources)?;
         log.field("env", found.kind.userdata_type());
         let env = found.validate()?;
+        for w in &found.warnings {
+            log.note("env", &format!("warning: {w}"));
+        }
         for w in &env.warnings {
             log.note("env", &format!("{}: {w}", found.source_name()));
         }

@@ -17,6 +17,9 @@
 //! zram skipped) is opened read-only and [`seeds::seed::probe`]d, which reads
 //! a few sectors, so the scan is cheap. All seed volumes are read, and two
 //! whose env differs are an error naming both: picking one would be a guess.
+//! A seed volume that cannot be read (corrupt, no env file, a symbolic link
+//! or other non-file in its place) beside one that can is passed over with
+//! a warning ([`Found::warnings`]); alone, it is the error.
 //!
 //! [`publish`] writes `/run/active-env.yml` (the env as found, any
 //! `USERDATA_TYPE:` line of its own dropped, ours appended) and
@@ -35,7 +38,7 @@
 //! tests run the real code on a temporary tree and a loopback server.
 
 use std::fmt;
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -141,6 +144,9 @@ pub struct Found {
     /// The file, device (`/dev/sr0`) or URL it came from.
     pub origin: String,
     pub bytes: Vec<u8>,
+    /// What was passed over on the way (a seed volume that could not be
+    /// read beside one that could), for the log.
+    pub warnings: Vec<String>,
 }
 
 impl Found {
@@ -194,6 +200,7 @@ pub fn find(s: &Sources) -> Result<Found> {
             kind: Kind::Local,
             origin: p.display().to_string(),
             bytes,
+            warnings: Vec::new(),
         });
     }
     let mut looked = vec!["$ENV_YML (not set)".to_string()];
@@ -205,11 +212,12 @@ pub fn find(s: &Sources) -> Result<Found> {
             kind: Kind::Local,
             origin: "/app/env.yml".into(),
             bytes,
+            warnings: Vec::new(),
         });
     }
     looked.push("/app/env.yml (absent)".into());
 
-    let (seeds, probed) = scan_seeds(s)?;
+    let (seeds, probed, unreadable) = scan_seeds(s);
     if let Some(first) = seeds.first() {
         if let Some(other) = seeds.iter().find(|f| f.bytes != first.bytes) {
             bail!(
@@ -224,7 +232,16 @@ pub fn find(s: &Sources) -> Result<Found> {
             .iter()
             .position(|f| f.kind == Kind::Cidata)
             .unwrap_or(0);
-        return Ok(seeds.into_iter().nth(pick).expect("index in range"));
+        let mut found = seeds.into_iter().nth(pick).expect("index in range");
+        found.warnings = unreadable
+            .iter()
+            .map(|e| format!("{e:#}; using {}", found.origin))
+            .collect();
+        return Ok(found);
+    }
+    // Only unreadable seed volumes: the first one's reason.
+    if let Some(e) = unreadable.into_iter().next() {
+        return Err(e);
     }
     looked.push(format!(
         "{probed} block device(s) (no volume labelled cidata or config-2)"
@@ -246,6 +263,7 @@ pub fn find(s: &Sources) -> Result<Found> {
                     kind,
                     origin: url,
                     bytes,
+                    warnings: Vec::new(),
                 })
             }
             Ok(None) => looked.push(format!("{kind} metadata {url} (no user-data)")),
@@ -284,11 +302,18 @@ fn block_devices(s: &Sources) -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// Every seed volume, in device order, and how many devices were probed.
-fn scan_seeds(s: &Sources) -> Result<(Vec<Found>, usize)> {
+/// Every seed volume that could be read, in device order; how many devices
+/// were probed; why the others (labelled as seeds, but corrupt, without
+/// the file, or with a link or other non-file in its place) could not be.
+fn scan_seeds(s: &Sources) -> (Vec<Found>, usize, Vec<anyhow::Error>) {
     let mut out = Vec::new();
+    let mut unreadable = Vec::new();
     let mut probed = 0;
-    for name in block_devices(s)? {
+    let names = match block_devices(s) {
+        Ok(n) => n,
+        Err(e) => return (out, probed, vec![e]),
+    };
+    for name in names {
         let node = s.path("/dev").join(&name);
         let shown = format!("/dev/{name}");
         // A drive without a medium, a node udev has not made yet: nothing to read.
@@ -310,19 +335,30 @@ fn scan_seeds(s: &Sources) -> Result<(Vec<Found>, usize)> {
         } else {
             continue;
         };
-        let seed = seeds::seed::read_seed(&f)
-            .with_context(|| format!("reading the {kind} volume {shown}"))?;
-        let bytes = seed
-            .get(file)
-            .with_context(|| format!("the {kind} volume {shown} has no {file}"))?
-            .to_vec();
-        out.push(Found {
-            kind,
-            origin: shown,
-            bytes,
-        });
+        match read_volume(&f, kind, file, &shown) {
+            Ok(bytes) => out.push(Found {
+                kind,
+                origin: shown,
+                bytes,
+                warnings: Vec::new(),
+            }),
+            Err(e) => unreadable.push(e),
+        }
     }
-    Ok((out, probed))
+    (out, probed, unreadable)
+}
+
+/// The env file `file` of the seed volume open as `f`.
+fn read_volume(f: &File, kind: Kind, file: &str, shown: &str) -> Result<Vec<u8>> {
+    let seed =
+        seeds::seed::read_seed(f).with_context(|| format!("reading the {kind} volume {shown}"))?;
+    if let Some(what) = seed.not_regular_at(file) {
+        bail!("the {kind} volume {shown}: {file} is {what}; refusing it");
+    }
+    Ok(seed
+        .get(file)
+        .with_context(|| format!("the {kind} volume {shown} has no {file}"))?
+        .to_vec())
 }
 
 /// EC2: a session token first (IMDSv2); without one, a plain GET (IMDSv1).
