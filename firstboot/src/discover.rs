@@ -205,9 +205,7 @@ pub fn find(s: &Sources) -> Result<Found> {
     }
     let mut looked = vec!["$ENV_YML (not set)".to_string()];
 
-    let app = s.path("/app/env.yml");
-    if app.exists() {
-        let bytes = read_env_file(&app).context("reading /app/env.yml")?;
+    if let Some(bytes) = read_app_env(&s.root).context("reading /app/env.yml")? {
         return Ok(Found {
             kind: Kind::Local,
             origin: "/app/env.yml".into(),
@@ -271,6 +269,33 @@ pub fn find(s: &Sources) -> Result<Found> {
         }
     }
     bail!("no env found; looked at: {}", looked.join(", "))
+}
+
+/// `/app/env.yml`, reached without following a link ([`crate::safefs`]):
+/// `/app` is the `app` user's, so a link there could make the agent read a
+/// file of root's into its error messages. `None` when absent.
+fn read_app_env(root: &Path) -> Result<Option<Vec<u8>>> {
+    let app = match Dir::root(root)?.walk("/app", false) {
+        Ok(Ok(d)) => d,
+        Ok(Err(o)) => bail!("{o}"),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    match app.read("env.yml")? {
+        safefs::Read::Missing => Ok(None),
+        safefs::Read::Data(d, _, _) if d.len() <= seeds::yaml::MAX_BYTES => Ok(Some(d)),
+        safefs::Read::Data(..) | safefs::Read::TooLarge(_) => bail!(
+            "file is too large (an env is at most {} MiB)",
+            seeds::yaml::MAX_BYTES >> 20
+        ),
+        safefs::Read::Linked(_) => {
+            bail!("it has other hard links (it is another file as well); refusing it")
+        }
+        safefs::Read::Other(m) if m.file_type().is_symlink() => {
+            bail!("it is a symbolic link; refusing to follow it")
+        }
+        safefs::Read::Other(_) => bail!("it is not a regular file"),
+    }
 }
 
 /// Reads an env file, refusing one larger than an env may be.

@@ -397,6 +397,23 @@ fn vfat_label_of_the_root_directory_wins() {
 }
 
 #[test]
+fn app_env_yml_never_through_a_link() {
+    let root = Root::new();
+    let secret = root.path().join("work/root-only");
+    fs::write(&secret, "password: TOP-SECRET-42\n").unwrap();
+    let env = root.path().join("app/env.yml");
+    std::os::unix::fs::symlink(&secret, &env).unwrap();
+    let msg = format!("{:#}", find(&root.sources()).unwrap_err());
+    assert!(msg.contains("reading /app/env.yml"), "{msg}");
+    assert!(msg.contains("symbolic link"), "{msg}");
+    fs::remove_file(&env).unwrap();
+    fs::hard_link(&secret, &env).unwrap();
+    let msg = format!("{:#}", find(&root.sources()).unwrap_err());
+    assert!(msg.contains("other hard links"), "{msg}");
+    assert!(!msg.contains("TOP-SECRET"), "{msg}");
+}
+
+#[test]
 fn loop_devices_skipped_unless_asked() {
     let root = Root::new();
     let img = cidata(&root, "seed", ENV, Maker::Genisoimage, "cidata");
