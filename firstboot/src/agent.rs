@@ -122,13 +122,11 @@ impl Agent<'_> {
 
         log.current = "apply";
         let t = Timer::start();
-        let applied = apply::apply(
-            &env,
-            &apply::Target {
-                root: self.root.clone(),
-                set_kernel_hostname: self.set_running_hostname,
-            },
-        )?;
+        let target = apply::Target::new(self.root.clone(), self.set_running_hostname);
+        let applied = apply::apply(&env, &target)?;
+        for w in target.warnings.take() {
+            log.note("apply", &format!("warning: {w}"));
+        }
         log.step(
             "apply",
             &format!("domain {}", env.appliance.domain),
@@ -150,6 +148,9 @@ impl Agent<'_> {
         let found = discover::find(&self.sources)?;
         log.field("env", found.kind.userdata_type());
         let env = found.validate()?;
+        for w in &found.warnings {
+            log.note("env", &format!("warning: {w}"));
+        }
         for w in &env.warnings {
             log.note("env", &format!("{}: {w}", found.source_name()));
         }

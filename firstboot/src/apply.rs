@@ -21,35 +21,79 @@
 //! Each step returns what it changed as short descriptions (paths and counts,
 //! never contents), so the summary can say `apply=3 changes`; an empty list
 //! means nothing was written. Files are written atomically
-//! ([`seeds::atomic`]) with their final mode and owner before they are
-//! renamed into place. Users and groups are resolved from the target's own
+//! ([`safefs::Dir::replace`]) with their final mode and owner before they
+//! are renamed into place. Users and groups are resolved from the target's own
 //! `/etc/passwd` and `/etc/group`, so tests run on a temporary root.
 //!
-//! Existing files are opened without following symbolic links: a link
-//! planted in a user's home is replaced, never read through or written through.
+//! Every path is reached through [`safefs`]: no symbolic link is followed in
+//! any component, owner and mode are set on descriptors, and a file with
+//! other hard links is replaced, never read or changed in place. A link
+//! planted where a file of the agent's goes is replaced; a link, or a file
+//! or directory of another user, in the way of a directory or where a
+//! file goes is skipped with a warning ([`Target::warnings`]), so a user's
+//! files cannot stop the boot (see `docs/security.md`).
 
+use std::cell::RefCell;
 use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use seeds::env::{Env, ExtraFile, Metric};
 
+use crate::safefs::{self, Dir, Kind, Obstacle, Read};
+
 /// The system being configured.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Target {
     /// `/` at boot; a temporary directory in tests.
     pub root: PathBuf,
     /// Also set the running kernel's host name (only when `root` is `/`).
     pub set_kernel_hostname: bool,
+    /// What the steps skipped or replaced without reading, and why (paths,
+    /// never contents); the agent logs them.
+    pub warnings: RefCell<Vec<String>>,
 }
 
 impl Target {
-    /// `abs` (an absolute path on the target) under the root.
-    fn path(&self, abs: &str) -> PathBuf {
-        under(&self.root, abs)
+    /// The target `root`, nothing skipped yet.
+    pub fn new(root: impl Into<PathBuf>, set_kernel_hostname: bool) -> Target {
+        Target {
+            root: root.into(),
+            set_kernel_hostname,
+            warnings: RefCell::default(),
+        }
+    }
+
+    /// The root directory, from which every path is walked ([`safefs`]).
+    fn dir(&self) -> Result<Dir> {
+        Dir::root(&self.root).with_context(|| format!("opening {}", self.root.display()))
+    }
+
+    fn warn(&self, w: String) {
+        self.warnings.borrow_mut().push(w);
+    }
+
+    /// Something in the way of `what`: a symbolic link (never followed), or
+    /// anything owned by someone other than the agent, is skipped with a
+    /// warning, so no user's file can stop the boot. One the agent's own
+    /// user owns (the image's or the operator's doing) is an error, as a
+    /// configuration mistake is.
+    fn skip(&self, o: &Obstacle, what: &str) -> Result<()> {
+        self.skip_as(o, &format!("{what} skipped"))
+    }
+
+    fn skip_as(&self, o: &Obstacle, skipped: &str) -> Result<()> {
+        // SAFETY: geteuid cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if o.kind == Kind::Symlink || o.uid != me {
+            self.warn(format!("{o}; {skipped}"));
+            Ok(())
+        } else {
+            bail!("{o}")
+        }
     }
 }
 
@@ -117,19 +161,23 @@ pub fn host_name_for(domain: &str) -> &str {
 pub fn hostname(domain: &str, t: &Target) -> Result<Vec<String>> {
     let name = host_name_for(domain);
     let mut changes = Vec::new();
-    let path = t.path("/etc/hostname");
-    let current = match fs::read_to_string(&path) {
-        Ok(s) => Some(s),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e).context("reading /etc/hostname"),
+    let etc = match t.dir()?.walk("/etc", true).context("opening /etc")? {
+        Ok(d) => d,
+        Err(o) => {
+            t.skip(&o, "/etc/hostname and /etc/hosts")?;
+            return Ok(changes);
+        }
+    };
+    let current = match etc.read("hostname").context("reading /etc/hostname")? {
+        Read::Data(d, _, _) => Some(String::from_utf8_lossy(&d).into_owned()),
+        _ => None,
     };
     if current.as_deref().map(str::trim) != Some(name) {
-        make_parents(&path)?;
-        seeds::atomic::write_atomic(&path, format!("{name}\n").as_bytes(), 0o644)
+        etc.replace("hostname", format!("{name}\n").as_bytes(), 0o644, None)
             .context("writing /etc/hostname")?;
         changes.push(format!("/etc/hostname: {name}"));
     }
-    changes.extend(etc_hosts(name, t)?);
+    changes.extend(etc_hosts(name, &etc, t)?);
     if t.set_kernel_hostname {
         let running = fs::read_to_string("/proc/sys/kernel/hostname")
             .context("reading the kernel's host name")?;
@@ -143,21 +191,34 @@ pub fn hostname(domain: &str, t: &Target) -> Result<Vec<String>> {
 
 /// Points Debian's `127.0.1.1` line of `/etc/hosts` at the host name (the
 /// name and its first label), adding the line if there is none; other lines
-/// are kept as they are.
-fn etc_hosts(name: &str, t: &Target) -> Result<Vec<String>> {
-    let path = t.path("/etc/hosts");
-    let old = match fs::read_to_string(&path) {
-        Ok(s) => s,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n".to_string()
+/// are kept as they are. A `/etc/hosts` that is not a regular file with one
+/// link is not read (it could be another file's content) but replaced.
+fn etc_hosts(name: &str, etc: &Dir, t: &Target) -> Result<Vec<String>> {
+    let default =
+        || "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n".to_string();
+    let (old, present) = match etc.read("hosts").context("reading /etc/hosts")? {
+        Read::Data(d, _, _) => (String::from_utf8_lossy(&d).into_owned(), true),
+        Read::Missing => (default(), false),
+        Read::Other(m) if m.is_dir() => {
+            let o = Obstacle {
+                path: "/etc/hosts".into(),
+                kind: Kind::Dir,
+                uid: m.uid(),
+            };
+            t.skip(&o, "/etc/hosts")?;
+            return Ok(Vec::new());
         }
-        Err(e) => return Err(e).context("reading /etc/hosts"),
+        _ => {
+            t.warn("/etc/hosts is not a regular file with one link; replaced, not read".into());
+            (default(), false)
+        }
     };
     let new = hosts_with(&old, name);
-    if new == old && path.exists() {
+    if new == old && present {
         return Ok(Vec::new());
     }
-    seeds::atomic::write_atomic(&path, new.as_bytes(), 0o644).context("writing /etc/hosts")?;
+    etc.replace("hosts", new.as_bytes(), 0o644, None)
+        .context("writing /etc/hosts")?;
     Ok(vec!["/etc/hosts".to_string()])
 }
 
@@ -203,17 +264,29 @@ fn set_kernel_hostname(name: &str) -> Result<()> {
 }
 
 /// Creates the [`DIRECTORIES`] that are missing; corrects owner and mode of
-/// those present. A symbolic link to a directory (an operator's
-/// relocation) is followed.
+/// those present. A symbolic link at one of them, or in its parent, is not
+/// followed: that directory is skipped with a warning.
 pub fn directories(t: &Target) -> Result<Vec<String>> {
     let accounts = Accounts::load(&t.root)?;
     let user = accounts
         .user(DIRECTORY_OWNER)
         .context("finding the owner of the appliance's directories")?;
+    let root = t.dir()?;
     let mut changes = Vec::new();
     for d in DIRECTORIES {
-        let path = t.path(d);
-        if let Some(c) = ensure_dir(&path, d, DIRECTORY_MODE, true, user.uid, user.gid, true)? {
+        let (parent, name) = safefs::split(d)?;
+        let parent = match root
+            .walk(&parent, true)
+            .with_context(|| format!("creating {parent}"))?
+        {
+            Ok(p) => p,
+            Err(o) => {
+                t.skip(&o, d)?;
+                continue;
+            }
+        };
+        let owner = (user.uid, user.gid);
+        if let Some((_, Some(c))) = ensure_dir(&parent, name, DIRECTORY_MODE, owner, t)? {
             changes.push(c);
         }
     }
@@ -236,24 +309,72 @@ pub fn ssh_keys(authorized: &[String], deprecated: &[String], t: &Target) -> Res
     Ok(changes)
 }
 
+/// One user's `~/.ssh/authorized_keys`. The home, `~/.ssh` and the file are
+/// reached without following links; a link or a foreign directory in the
+/// way skips this user with a warning, a file with other hard links is
+/// replaced without being read.
 fn user_keys(
     user: &User,
     authorized: &[String],
     deprecated: &[String],
     t: &Target,
 ) -> Result<Vec<String>> {
-    let home = t.path(&user.home);
     let ssh_abs = format!("{}/.ssh", user.home.trim_end_matches('/'));
     let keys_abs = format!("{ssh_abs}/authorized_keys");
-    let ssh = home.join(".ssh");
-    let keys = ssh.join("authorized_keys");
-
-    let existing = if ssh.is_symlink() {
-        bail!("{ssh_abs} is a symbolic link; refusing to follow it");
-    } else {
-        read_regular(&keys).with_context(|| format!("reading {keys_abs}"))?
+    let skipped = format!("ssh keys for {} skipped", user.name);
+    let home = match t.dir()?.walk(&user.home, false) {
+        Ok(Ok(d)) => d,
+        Ok(Err(o)) => {
+            t.skip_as(&o, &skipped)?;
+            return Ok(Vec::new());
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if authorized.is_empty() {
+                return Ok(Vec::new());
+            }
+            bail!("the home directory {} does not exist", user.home);
+        }
+        Err(e) => return Err(e).with_context(|| format!("opening {}", user.home)),
     };
-    if existing.is_none() && authorized.is_empty() {
+    let ssh = match home
+        .subdir(".ssh")
+        .with_context(|| format!("opening {ssh_abs}"))?
+    {
+        Some(Ok(d)) => Some(d),
+        Some(Err(o)) => {
+            t.skip_as(&o, &skipped)?;
+            return Ok(Vec::new());
+        }
+        None => None,
+    };
+    // `replace`: something to replace that is not read (a link, a file
+    // with other links).
+    let (existing, replace) = match ssh.as_ref().map(|d| d.read("authorized_keys")) {
+        None => (None, false),
+        Some(r) => match r.with_context(|| format!("reading {keys_abs}"))? {
+            Read::Data(d, _, _) => (Some(d), false),
+            Read::Missing => (None, false),
+            Read::Other(m) if m.is_dir() => {
+                let o = Obstacle {
+                    path: keys_abs.clone(),
+                    kind: Kind::Dir,
+                    uid: m.uid(),
+                };
+                t.skip_as(&o, &skipped)?;
+                return Ok(Vec::new());
+            }
+            // A link planted in the user's home: replaced when there is
+            // something to install, never read or written through.
+            Read::Other(_) => (None, false),
+            Read::Linked(_) | Read::TooLarge(_) => {
+                t.warn(format!(
+                    "{keys_abs} has other hard links or is too large; replaced, not read"
+                ));
+                (None, true)
+            }
+        },
+    };
+    if existing.is_none() && authorized.is_empty() && !replace {
         return Ok(Vec::new());
     }
     let old = existing
@@ -263,12 +384,11 @@ fn user_keys(
     let merged = merge_key_lines(&old, authorized, deprecated);
 
     let mut changes = Vec::new();
-    if !home.is_dir() {
-        bail!("the home directory {} does not exist", user.home);
-    }
-    if let Some(c) = ensure_dir(&ssh, &ssh_abs, 0o700, true, user.uid, user.gid, false)? {
-        changes.push(c);
-    }
+    let owner = (user.uid, user.gid);
+    let Some((ssh, c)) = ensure_dir(&home, ".ssh", 0o700, owner, t)? else {
+        return Ok(Vec::new());
+    };
+    changes.extend(c);
     let what = match (merged.added, merged.removed) {
         (0, 0) => None,
         (a, 0) => Some(format!("{keys_abs}: {a} key(s) added")),
@@ -278,9 +398,10 @@ fn user_keys(
     // Unchanged keys keep the file's bytes as they are (no reformatting).
     let data = match what {
         Some(_) => merged.text.into_bytes(),
+        None if replace => merged.text.into_bytes(),
         None => existing.clone().unwrap_or_default(),
     };
-    if let Some(c) = ensure_file(&keys, &keys_abs, &data, 0o600, user.uid, user.gid, what)? {
+    if let Some(c) = ensure_file(&ssh, "authorized_keys", &data, 0o600, owner, what, t)? {
         changes.push(c);
     }
     Ok(changes)
@@ -366,37 +487,34 @@ fn key_id(line: &str) -> String {
     line.trim().to_string()
 }
 
-/// Writes `appliance.extra.files`.
+/// Writes `appliance.extra.files`. A link or a foreign file in the way of
+/// one skips it with a warning.
 pub fn extra_files(files: &[ExtraFile], t: &Target) -> Result<Vec<String>> {
     if files.is_empty() {
         return Ok(Vec::new());
     }
     let accounts = Accounts::load(&t.root)?;
+    let root = t.dir()?;
     let mut changes = Vec::new();
     for f in files {
-        let (uid, gid) = match &f.owner {
-            Some(o) => accounts
-                .owner(o)
-                .with_context(|| format!("writing {} (appliance.extra.files)", f.path))?,
+        let context = || format!("writing {} (appliance.extra.files)", f.path);
+        let owner = match &f.owner {
+            Some(o) => accounts.owner(o).with_context(context)?,
             None => (0, 0),
         };
         let mode = f.permissions.unwrap_or(0o644);
         check_abs(&f.path)?;
-        let path = t.path(&f.path);
+        let (parent, name) = safefs::split(&f.path).with_context(context)?;
+        let dir = match root.walk(&parent, true).with_context(context)? {
+            Ok(d) => d,
+            Err(o) => {
+                t.skip(&o, &format!("{} (appliance.extra.files)", f.path))?;
+                continue;
+            }
+        };
         let what = format!("{} (extra file)", f.path);
-        let c = make_parents(&path)
-            .and_then(|_| {
-                ensure_file(
-                    &path,
-                    &f.path,
-                    f.contents.expose().as_bytes(),
-                    mode,
-                    uid,
-                    gid,
-                    Some(what),
-                )
-            })
-            .with_context(|| format!("writing {} (appliance.extra.files)", f.path))?;
+        let data = f.contents.expose().as_bytes();
+        let c = ensure_file(&dir, name, data, mode, owner, Some(what), t).with_context(context)?;
         changes.extend(c);
     }
     Ok(changes)
@@ -405,18 +523,35 @@ pub fn extra_files(files: &[ExtraFile], t: &Target) -> Result<Vec<String>> {
 /// Makes the flag files `metric.NAME` match `metric`.
 pub fn metric_flags(metric: &Metric, t: &Target) -> Result<Vec<String>> {
     let on = metric.enabled();
+    let dir = match t.dir()?.walk(FLAGS_DIR, !on.is_empty()) {
+        Ok(Ok(d)) => d,
+        Ok(Err(o)) => {
+            t.skip(&o, "the metric flags")?;
+            return Ok(Vec::new());
+        }
+        // Nothing to set, and no flags directory: nothing to remove.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("opening {FLAGS_DIR}")),
+    };
     let mut changes = Vec::new();
     for name in ["exporter", "server", "gui", "pghero"] {
-        let abs = format!("{FLAGS_DIR}/metric.{name}");
-        let path = t.path(&abs);
-        let present = path.symlink_metadata().is_ok();
-        if on.contains(&name) && !present {
-            make_parents(&path)?;
-            seeds::atomic::write_atomic(&path, b"", 0o644)
+        let file = format!("metric.{name}");
+        let abs = dir.child(&file);
+        let present = dir.entry(&file).with_context(|| format!("reading {abs}"))?;
+        if let Some(m) = present.as_ref().filter(|m| m.is_dir()) {
+            let o = Obstacle {
+                path: abs.clone(),
+                kind: Kind::Dir,
+                uid: m.uid(),
+            };
+            t.skip(&o, &abs)?;
+        } else if on.contains(&name) && present.is_none() {
+            dir.replace(&file, b"", 0o644, None)
                 .with_context(|| format!("writing {abs}"))?;
             changes.push(format!("{abs} set"));
-        } else if !on.contains(&name) && present {
-            fs::remove_file(&path).with_context(|| format!("removing {abs}"))?;
+        } else if !on.contains(&name) && present.is_some() {
+            dir.remove(&file)
+                .with_context(|| format!("removing {abs}"))?;
             changes.push(format!("{abs} removed"));
         }
     }
@@ -432,55 +567,27 @@ fn check_abs(p: &str) -> Result<()> {
     Ok(())
 }
 
-/// Reads `path` if it is a regular file (not through a symbolic link);
-/// `None` when absent or not a regular file.
-fn read_regular(path: &Path) -> Result<Option<Vec<u8>>> {
-    match path.symlink_metadata() {
-        Ok(m) if m.is_file() => {}
-        Ok(_) => return Ok(None),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.into()),
-    }
-    let mut f = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)?;
-    let mut data = Vec::new();
-    f.read_to_end(&mut data)?;
-    Ok(Some(data))
-}
-
-/// Makes `path` a regular file holding `data` with `mode` and owner, writing
-/// only what differs. `what` describes a content change (default:
-/// `ABS written`). Returns the change made, if any.
+/// Makes `name` in `dir` a regular file holding `data` with `mode` and
+/// `owner`, writing only what differs. A file with this one link is fixed in
+/// place (on its descriptor); anything else that is not a directory (a
+/// link, a FIFO, a file with other links) is replaced, never written
+/// through. `what` describes a content change (default: `ABS written`).
+/// Returns the change made, if any.
 fn ensure_file(
-    path: &Path,
-    abs: &str,
+    dir: &Dir,
+    name: &str,
     data: &[u8],
     mode: u32,
-    uid: u32,
-    gid: u32,
+    (uid, gid): (u32, u32),
     what: Option<String>,
+    t: &Target,
 ) -> Result<Option<String>> {
-    let meta = match path.symlink_metadata() {
-        Ok(m) => Some(m),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e).with_context(|| format!("reading {abs}")),
-    };
-    if let Some(m) = meta.as_ref().filter(|m| m.is_file()) {
-        let same_content = m.len() == data.len() as u64
-            && read_regular(path)
-                .with_context(|| format!("reading {abs}"))?
-                .is_some_and(|old| old == data);
-        if same_content {
+    let abs = dir.child(name);
+    match dir.read(name).with_context(|| format!("reading {abs}"))? {
+        Read::Data(old, f, m) if old == data => {
             if m.mode() & 0o7777 == mode && m.uid() == uid && m.gid() == gid {
                 return Ok(None);
             }
-            let f = OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(path)
-                .with_context(|| format!("opening {abs}"))?;
             std::os::unix::fs::fchown(&f, Some(uid), Some(gid))
                 .with_context(|| format!("changing the owner of {abs}"))?;
             f.set_permissions(fs::Permissions::from_mode(mode))
@@ -489,100 +596,73 @@ fn ensure_file(
                 "{abs}: owner/mode set to {uid}:{gid} {mode:04o}"
             )));
         }
-    } else if let Some(m) = &meta {
-        if m.is_dir() {
-            bail!("{abs} is a directory");
+        Read::Other(m) if m.is_dir() => {
+            let o = Obstacle {
+                path: abs.clone(),
+                kind: Kind::Dir,
+                uid: m.uid(),
+            };
+            t.skip(&o, &abs)?;
+            return Ok(None);
         }
-        // A symbolic link or special file: replaced by the rename below.
+        Read::Linked(_) => t.warn(format!(
+            "{abs} has other hard links; replaced, the other links left as they are"
+        )),
+        // Different content, absent, too large, a link or special file:
+        // replaced by the rename below.
+        _ => {}
     }
-    seeds::atomic::write_atomic_with(path, mode, |f| {
-        std::os::unix::fs::fchown(&*f, Some(uid), Some(gid))?;
-        // fchown clears set-id bits; put the exact mode back.
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        f.write_all(data)
-    })
-    .with_context(|| format!("writing {abs}"))?;
+    dir.replace(name, data, mode, Some((uid, gid)))
+        .with_context(|| format!("writing {abs}"))?;
     Ok(Some(what.unwrap_or_else(|| format!("{abs} written"))))
 }
 
-/// Makes `path` a directory with owner `uid:gid`, created with `mode` (and
-/// kept at it when `enforce_mode`). `follow`: accept a symbolic link to a
-/// directory (an operator's relocation) rather than refusing it.
+/// Makes `name` in `parent` a directory with owner `uid:gid` and `mode`;
+/// returns it and the change made. `None`: something is in the way and was
+/// skipped with a warning (see [`Target::skip`]).
 fn ensure_dir(
-    path: &Path,
-    abs: &str,
+    parent: &Dir,
+    name: &str,
     mode: u32,
-    enforce_mode: bool,
-    uid: u32,
-    gid: u32,
-    follow: bool,
-) -> Result<Option<String>> {
-    let meta = if follow {
-        path.metadata()
-    } else {
-        path.symlink_metadata()
-    };
-    match meta {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            if path.is_symlink() {
-                bail!("{abs} is a dangling symbolic link");
-            }
-            make_parents(path)?;
-            fs::DirBuilder::new()
-                .mode(mode)
-                .create(path)
+    (uid, gid): (u32, u32),
+    t: &Target,
+) -> Result<Option<(Dir, Option<String>)>> {
+    let abs = parent.child(name);
+    let dir = match parent
+        .subdir(name)
+        .with_context(|| format!("reading {abs}"))?
+    {
+        Some(Ok(d)) => d,
+        Some(Err(o)) => {
+            t.skip(&o, &abs)?;
+            return Ok(None);
+        }
+        None => {
+            let d = parent
+                .mkdir(name, mode)
                 .with_context(|| format!("creating {abs}"))?;
-            // The umask may have removed bits.
-            fs::set_permissions(path, fs::Permissions::from_mode(mode))
-                .with_context(|| format!("creating {abs}"))?;
-            std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+            d.chown(uid, gid)
                 .with_context(|| format!("changing the owner of {abs}"))?;
-            Ok(Some(format!("{abs} created")))
+            // fchown may clear set-id bits.
+            d.chmod(mode)
+                .with_context(|| format!("changing the mode of {abs}"))?;
+            return Ok(Some((d, Some(format!("{abs} created")))));
         }
-        Err(e) => Err(e).with_context(|| format!("reading {abs}")),
-        Ok(m) if !m.is_dir() => {
-            if m.file_type().is_symlink() {
-                bail!("{abs} is a symbolic link; refusing to follow it");
-            }
-            bail!("{abs} exists and is not a directory")
-        }
-        Ok(m) => {
-            let mut fixed = Vec::new();
-            if m.uid() != uid || m.gid() != gid {
-                let r = if follow {
-                    std::os::unix::fs::chown(path, Some(uid), Some(gid))
-                } else {
-                    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
-                };
-                r.with_context(|| format!("changing the owner of {abs}"))?;
-                fixed.push(format!("owner {uid}:{gid}"));
-            }
-            if enforce_mode && m.mode() & 0o7777 != mode {
-                fs::set_permissions(path, fs::Permissions::from_mode(mode))
-                    .with_context(|| format!("changing the mode of {abs}"))?;
-                fixed.push(format!("mode {mode:04o}"));
-            }
-            Ok((!fixed.is_empty()).then(|| format!("{abs}: {}", fixed.join(", "))))
-        }
-    }
-}
-
-/// Creates the missing parent directories of `path`, 0755, owned by the
-/// creator (root at boot).
-fn make_parents(path: &Path) -> Result<()> {
-    let Some(parent) = path.parent() else {
-        return Ok(());
     };
-    if parent.is_dir() {
-        return Ok(());
+    let m = dir.metadata().with_context(|| format!("reading {abs}"))?;
+    let mut fixed = Vec::new();
+    if m.uid() != uid || m.gid() != gid {
+        dir.chown(uid, gid)
+            .with_context(|| format!("changing the owner of {abs}"))?;
+        fixed.push(format!("owner {uid}:{gid}"));
     }
-    make_parents(parent)?;
-    match fs::DirBuilder::new().mode(0o755).create(parent) {
-        Ok(()) => fs::set_permissions(parent, fs::Permissions::from_mode(0o755))
-            .with_context(|| format!("creating {}", parent.display())),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && parent.is_dir() => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("creating {}", parent.display())),
+    if m.mode() & 0o7777 != mode {
+        dir.chmod(mode)
+            .with_context(|| format!("changing the mode of {abs}"))?;
+        fixed.push(format!("mode {mode:04o}"));
     }
+    let change = (!fixed.is_empty()).then(|| format!("{abs}: {}", fixed.join(", ")));
+    Ok(Some((dir, change)))
 }
 
 /// A user of the target system.
@@ -604,14 +684,22 @@ pub struct Accounts {
 impl Accounts {
     /// Reads `root/etc/passwd` and `root/etc/group`.
     pub fn load(root: &Path) -> Result<Accounts> {
-        let read = |p: &str| -> Result<String> {
-            let mut s = String::new();
-            File::open(root.join(p))
-                .and_then(|mut f| f.read_to_string(&mut s))
-                .with_context(|| format!("reading /{p}"))?;
-            Ok(s)
+        let etc = match Dir::root(root).and_then(|r| r.walk("/etc", false)) {
+            Ok(Ok(d)) => d,
+            Ok(Err(o)) => bail!("{o}"),
+            Err(e) => return Err(e).context("opening /etc"),
         };
-        Ok(Accounts::parse(&read("etc/passwd")?, &read("etc/group")?))
+        let read = |name: &str| -> Result<String> {
+            match etc
+                .read(name)
+                .with_context(|| format!("reading /etc/{name}"))?
+            {
+                Read::Data(d, _, _) => Ok(String::from_utf8_lossy(&d).into_owned()),
+                Read::Missing => bail!("reading /etc/{name}: it does not exist"),
+                _ => bail!("reading /etc/{name}: not a regular file with one link"),
+            }
+        };
+        Ok(Accounts::parse(&read("passwd")?, &read("group")?))
     }
 
     /// Parses passwd(5) and group(5) texts; malformed lines are skipped.

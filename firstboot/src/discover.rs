@@ -17,6 +17,9 @@
 //! zram skipped) is opened read-only and [`seeds::seed::probe`]d, which reads
 //! a few sectors, so the scan is cheap. All seed volumes are read, and two
 //! whose env differs are an error naming both: picking one would be a guess.
+//! A seed volume that cannot be read (corrupt, no env file, a symbolic link
+//! or other non-file in its place) beside one that can is passed over with
+//! a warning ([`Found::warnings`]); alone, it is the error.
 //!
 //! [`publish`] writes `/run/active-env.yml` (the env as found, any
 //! `USERDATA_TYPE:` line of its own dropped, ours appended) and
@@ -44,6 +47,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use seeds::env::Env;
+
+use crate::safefs::{self, Dir};
 
 /// The EC2 metadata service.
 pub const EC2_BASE: &str = "http://169.254.169.254";
@@ -139,6 +144,9 @@ pub struct Found {
     /// The file, device (`/dev/sr0`) or URL it came from.
     pub origin: String,
     pub bytes: Vec<u8>,
+    /// What was passed over on the way (a seed volume that could not be
+    /// read beside one that could), for the log.
+    pub warnings: Vec<String>,
 }
 
 impl Found {
@@ -192,22 +200,22 @@ pub fn find(s: &Sources) -> Result<Found> {
             kind: Kind::Local,
             origin: p.display().to_string(),
             bytes,
+            warnings: Vec::new(),
         });
     }
     let mut looked = vec!["$ENV_YML (not set)".to_string()];
 
-    let app = s.path("/app/env.yml");
-    if app.exists() {
-        let bytes = read_env_file(&app).context("reading /app/env.yml")?;
+    if let Some(bytes) = read_app_env(&s.root).context("reading /app/env.yml")? {
         return Ok(Found {
             kind: Kind::Local,
             origin: "/app/env.yml".into(),
             bytes,
+            warnings: Vec::new(),
         });
     }
     looked.push("/app/env.yml (absent)".into());
 
-    let (seeds, probed) = scan_seeds(s)?;
+    let (seeds, probed, unreadable) = scan_seeds(s);
     if let Some(first) = seeds.first() {
         if let Some(other) = seeds.iter().find(|f| f.bytes != first.bytes) {
             bail!(
@@ -222,7 +230,16 @@ pub fn find(s: &Sources) -> Result<Found> {
             .iter()
             .position(|f| f.kind == Kind::Cidata)
             .unwrap_or(0);
-        return Ok(seeds.into_iter().nth(pick).expect("index in range"));
+        let mut found = seeds.into_iter().nth(pick).expect("index in range");
+        found.warnings = unreadable
+            .iter()
+            .map(|e| format!("{e:#}; using {}", found.origin))
+            .collect();
+        return Ok(found);
+    }
+    // Only unreadable seed volumes: the first one's reason.
+    if let Some(e) = unreadable.into_iter().next() {
+        return Err(e);
     }
     looked.push(format!(
         "{probed} block device(s) (no volume labelled cidata or config-2)"
@@ -244,6 +261,7 @@ pub fn find(s: &Sources) -> Result<Found> {
                     kind,
                     origin: url,
                     bytes,
+                    warnings: Vec::new(),
                 })
             }
             Ok(None) => looked.push(format!("{kind} metadata {url} (no user-data)")),
@@ -251,6 +269,33 @@ pub fn find(s: &Sources) -> Result<Found> {
         }
     }
     bail!("no env found; looked at: {}", looked.join(", "))
+}
+
+/// `/app/env.yml`, reached without following a link ([`crate::safefs`]):
+/// `/app` is the `app` user's, so a link there could make the agent read a
+/// file of root's into its error messages. `None` when absent.
+fn read_app_env(root: &Path) -> Result<Option<Vec<u8>>> {
+    let app = match Dir::root(root)?.walk("/app", false) {
+        Ok(Ok(d)) => d,
+        Ok(Err(o)) => bail!("{o}"),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    match app.read("env.yml")? {
+        safefs::Read::Missing => Ok(None),
+        safefs::Read::Data(d, _, _) if d.len() <= seeds::yaml::MAX_BYTES => Ok(Some(d)),
+        safefs::Read::Data(..) | safefs::Read::TooLarge(_) => bail!(
+            "file is too large (an env is at most {} MiB)",
+            seeds::yaml::MAX_BYTES >> 20
+        ),
+        safefs::Read::Linked(_) => {
+            bail!("it has other hard links (it is another file as well); refusing it")
+        }
+        safefs::Read::Other(m) if m.file_type().is_symlink() => {
+            bail!("it is a symbolic link; refusing to follow it")
+        }
+        safefs::Read::Other(_) => bail!("it is not a regular file"),
+    }
 }
 
 /// Reads an env file, refusing one larger than an env may be.
@@ -282,11 +327,18 @@ fn block_devices(s: &Sources) -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// Every seed volume, in device order, and how many devices were probed.
-fn scan_seeds(s: &Sources) -> Result<(Vec<Found>, usize)> {
+/// Every seed volume that could be read, in device order; how many devices
+/// were probed; why the others (labelled as seeds, but corrupt, without
+/// the file, or with a link or other non-file in its place) could not be.
+fn scan_seeds(s: &Sources) -> (Vec<Found>, usize, Vec<anyhow::Error>) {
     let mut out = Vec::new();
+    let mut unreadable = Vec::new();
     let mut probed = 0;
-    for name in block_devices(s)? {
+    let names = match block_devices(s) {
+        Ok(n) => n,
+        Err(e) => return (out, probed, vec![e]),
+    };
+    for name in names {
         let node = s.path("/dev").join(&name);
         let shown = format!("/dev/{name}");
         // A drive without a medium, a node udev has not made yet: nothing to read.
@@ -308,19 +360,30 @@ fn scan_seeds(s: &Sources) -> Result<(Vec<Found>, usize)> {
         } else {
             continue;
         };
-        let seed = seeds::seed::read_seed(&f)
-            .with_context(|| format!("reading the {kind} volume {shown}"))?;
-        let bytes = seed
-            .get(file)
-            .with_context(|| format!("the {kind} volume {shown} has no {file}"))?
-            .to_vec();
-        out.push(Found {
-            kind,
-            origin: shown,
-            bytes,
-        });
+        match read_volume(&f, kind, file, &shown) {
+            Ok(bytes) => out.push(Found {
+                kind,
+                origin: shown,
+                bytes,
+                warnings: Vec::new(),
+            }),
+            Err(e) => unreadable.push(e),
+        }
     }
-    Ok((out, probed))
+    (out, probed, unreadable)
+}
+
+/// The env file `file` of the seed volume open as `f`.
+fn read_volume(f: &File, kind: Kind, file: &str, shown: &str) -> Result<Vec<u8>> {
+    let seed =
+        seeds::seed::read_seed(f).with_context(|| format!("reading the {kind} volume {shown}"))?;
+    if let Some(what) = seed.not_regular_at(file) {
+        bail!("the {kind} volume {shown}: {file} is {what}; refusing it");
+    }
+    Ok(seed
+        .get(file)
+        .with_context(|| format!("the {kind} volume {shown} has no {file}"))?
+        .to_vec())
 }
 
 /// EC2: a session token first (IMDSv2); without one, a plain GET (IMDSv1).
@@ -513,10 +576,16 @@ pub fn active_env_yml(found: &Found) -> Vec<u8> {
 }
 
 /// Writes `/run/active-env.yml` and `/run/active-env.env` where they differ
-/// from what is there; returns the ones written.
+/// from what is there; returns the ones written. Reached without following
+/// a link ([`crate::safefs`]).
 pub fn publish(root: &Path, found: &Found, env: &Env) -> Result<Vec<&'static str>> {
-    let run = root.join("run");
-    fs::create_dir_all(&run).context("creating /run")?;
+    let run = match Dir::root(root)
+        .and_then(|r| r.walk("/run", true))
+        .context("creating /run")?
+    {
+        Ok(d) => d,
+        Err(o) => bail!("{o}"),
+    };
     let mut written = Vec::new();
     for (name, abs, data) in [
         (
@@ -530,30 +599,23 @@ pub fn publish(root: &Path, found: &Found, env: &Env) -> Result<Vec<&'static str
             env.flatten_for_units().into_bytes(),
         ),
     ] {
-        let path = run.join(name);
-        if up_to_date(&path, &data, 0o600) {
+        if up_to_date(&run, name, &data, 0o600) {
             continue;
         }
-        seeds::atomic::write_atomic(&path, &data, 0o600)
+        run.replace(name, &data, 0o600, None)
             .with_context(|| format!("writing {abs}"))?;
         written.push(abs);
     }
     Ok(written)
 }
 
-/// `path` is a regular file (not a link) with exactly `data` and `mode`.
-fn up_to_date(path: &Path, data: &[u8], mode: u32) -> bool {
-    let Ok(m) = path.symlink_metadata() else {
-        return false;
-    };
-    if !m.is_file() || m.mode() & 0o7777 != mode || m.len() != data.len() as u64 {
-        return false;
+/// `name` is a regular file (not a link, no other link) with exactly
+/// `data` and `mode`.
+fn up_to_date(run: &Dir, name: &str, data: &[u8], mode: u32) -> bool {
+    match run.read(name) {
+        Ok(safefs::Read::Data(old, _, m)) => m.mode() & 0o7777 == mode && old == data,
+        _ => false,
     }
-    let mut old = Vec::with_capacity(data.len());
-    File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut old))
-        .is_ok()
-        && old == data
 }
 
 #[cfg(test)]

@@ -10,55 +10,86 @@
 //!
 //! On failure the agent writes `/run/appliance-failed` (0644) with the reason
 //! (layer 30's path unit turns it into the failure page) and exits non-zero.
+//!
+//! Both markers are reached through [`crate::safefs`]: never through a link,
+//! written by rename.
 
-use std::fs;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+
+use crate::safefs::{Dir, Read};
 
 /// Written after a successful run; the target asserts it.
 pub const READY: &str = "run/ecs-firstboot.ready";
 /// Written on failure; holds the reason.
 pub const FAILED: &str = "run/appliance-failed";
+const READY_NAME: &str = "ecs-firstboot.ready";
+const FAILED_NAME: &str = "appliance-failed";
 /// Prefix of the reasons this agent writes.
 const OURS: &str = "ecs-firstboot: ";
+
+/// `/run`, reached without following a link (see [`crate::safefs`]);
+/// `None` when it does not exist and `create` is false.
+fn run_dir(root: &Path, create: bool) -> Result<Option<Dir>> {
+    match Dir::root(root).and_then(|r| r.walk("/run", create)) {
+        Ok(Ok(d)) => Ok(Some(d)),
+        Ok(Err(o)) => bail!("{o}"),
+        Err(e) if !create && e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).context("opening /run"),
+    }
+}
+
+/// The text of a marker in `/run`, when it is a regular file with one link.
+fn read_marker(run: &Dir, name: &str) -> Option<String> {
+    match run.read(name) {
+        Ok(Read::Data(d, _, _)) => Some(String::from_utf8_lossy(&d).into_owned()),
+        _ => None,
+    }
+}
 
 /// Clears a marker left by an earlier run in this boot (the unit may be
 /// restarted by hand after a fix).
 pub fn start(root: &Path) -> Result<()> {
-    match fs::remove_file(root.join(READY)) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(e).context("removing /run/ecs-firstboot.ready")
-        }
-        _ => Ok(()),
+    match run_dir(root, false)? {
+        Some(run) => run
+            .remove(READY_NAME)
+            .context("removing /run/ecs-firstboot.ready"),
+        None => Ok(()),
     }
 }
 
 /// Marks the hand-off; removes a failure record this agent wrote earlier in
 /// this boot (never one written by another unit).
 pub fn ready(root: &Path, summary: &str) -> Result<()> {
-    let failed = root.join(FAILED);
-    if fs::read_to_string(&failed).is_ok_and(|t| t.starts_with(OURS)) {
-        fs::remove_file(&failed).context("removing /run/appliance-failed")?;
+    let run = run_dir(root, true)?.context("opening /run")?;
+    if read_marker(&run, FAILED_NAME).is_some_and(|t| t.starts_with(OURS)) {
+        run.remove(FAILED_NAME)
+            .context("removing /run/appliance-failed")?;
     }
-    seeds::atomic::write_atomic(&root.join(READY), format!("{summary}\n").as_bytes(), 0o644)
+    run.replace(READY_NAME, format!("{summary}\n").as_bytes(), 0o644, None)
         .context("writing /run/ecs-firstboot.ready")
 }
 
 /// Records a failure (keeps an earlier reason from another unit).
 pub fn failed(root: &Path, reason: &str) -> Result<()> {
-    let path = root.join(FAILED);
-    if fs::read_to_string(&path).is_ok_and(|t| !t.starts_with(OURS)) {
+    let run = run_dir(root, true)?.context("opening /run")?;
+    if read_marker(&run, FAILED_NAME).is_some_and(|t| !t.starts_with(OURS)) {
         return Ok(());
     }
-    fs::create_dir_all(root.join("run")).ok();
-    seeds::atomic::write_atomic(&path, format!("{OURS}{reason}\n").as_bytes(), 0o644)
-        .context("writing /run/appliance-failed")
+    run.replace(
+        FAILED_NAME,
+        format!("{OURS}{reason}\n").as_bytes(),
+        0o644,
+        None,
+    )
+    .context("writing /run/appliance-failed")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn markers() {
@@ -84,5 +115,31 @@ mod tests {
             "postgresql failed\n",
             "another unit's record is kept"
         );
+    }
+
+    #[test]
+    fn markers_never_through_a_link() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        fs::create_dir_all(r.join("run")).unwrap();
+        fs::write(r.join("victim"), "ecs-firstboot: keep me\n").unwrap();
+        std::os::unix::fs::symlink(r.join("victim"), r.join(READY)).unwrap();
+        std::os::unix::fs::symlink(r.join("victim"), r.join(FAILED)).unwrap();
+        ready(r, "ok").unwrap();
+        assert!(fs::symlink_metadata(r.join(READY)).unwrap().is_file());
+        assert_eq!(fs::read_to_string(r.join(READY)).unwrap(), "ok\n");
+        failed(r, "x").unwrap();
+        assert!(fs::symlink_metadata(r.join(FAILED)).unwrap().is_file());
+        assert_eq!(
+            fs::read_to_string(r.join("victim")).unwrap(),
+            "ecs-firstboot: keep me\n"
+        );
+        // A /run that is a link is refused, not written through.
+        let e = tempfile::tempdir().unwrap();
+        fs::create_dir(e.path().join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink(e.path().join("elsewhere"), e.path().join("run")).unwrap();
+        let msg = format!("{:#}", ready(e.path(), "ok").unwrap_err());
+        assert!(msg.contains("/run is a symbolic link"), "{msg}");
+        assert_eq!(fs::read_dir(e.path().join("elsewhere")).unwrap().count(), 0);
     }
 }

@@ -8,7 +8,7 @@
 //! | --- | --- |
 //! | 1. env: find, validate, publish `/run/active-env.{yml,env}` | [`discover`] |
 //! | 2. grow root, 3. volumes `ecs-data`/`ecs-volatile` | [`storage`] → [`facts`] ([`sysfs`], [`probe`]) → [`plan`] (pure) → [`table`] ([`blkpg`]), [`volumes`] |
-//! | 4. apply: host name, ssh keys, extra files, flags, directories | [`apply`] |
+//! | 4. apply: host name, ssh keys, extra files, flags, directories | [`apply`] ([`safefs`]) |
 //! | 5. hand-off: `/run/ecs-firstboot.ready`, or `/run/appliance-failed` | [`handoff`] |
 //! | order, summary, exit code | [`agent`], [`log`], [`cmdline`] |
 //!
@@ -37,6 +37,7 @@ pub mod discover;
 pub mod facts;
 pub mod handoff;
 pub mod log;
+pub mod safefs;
 pub mod storage;
 #[cfg(test)]
 pub(crate) mod testutil;

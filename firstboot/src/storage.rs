@@ -171,7 +171,7 @@ fn execute(h: &Host, g: &mut Gathered, plan: &Plan, log: &mut Log) -> Result<Out
                     }
                 };
                 let mp = under(&h.root, volume.mountpoint());
-                volumes::ensure_dir(&mp)?;
+                volumes::ensure_dir(&h.root, volume.mountpoint())?;
                 h.mounter.mount(&dev, &mp)?;
                 set(*volume, "mounted");
                 log.step(
@@ -188,7 +188,7 @@ fn execute(h: &Host, g: &mut Gathered, plan: &Plan, log: &mut Log) -> Result<Out
                     .iter()
                     .find(|f| f.label == volume.label())
                     .map_or("ext4", |f| f.fstype.as_str());
-                volumes::persist(&under(&h.root, "/etc"), *volume, fstype)?;
+                volumes::persist(&h.root, *volume, fstype)?;
                 set(*volume, "mounted");
                 log.step(
                     "volume",
@@ -198,7 +198,7 @@ fn execute(h: &Host, g: &mut Gathered, plan: &Plan, log: &mut Log) -> Result<Out
                 );
             }
             Action::Directory { volume } => {
-                let made = volumes::ensure_dir(&under(&h.root, volume.mountpoint()))?;
+                let made = volumes::ensure_dir(&h.root, volume.mountpoint())?;
                 set(*volume, "dir");
                 if made {
                     log.step(

@@ -16,14 +16,13 @@
 //!
 //! Mount and fstab line follow; both are checked again on every boot.
 
-use std::fs;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use seeds::cmd;
 
 use crate::plan::Volume;
+use crate::safefs::{self, Dir, Read};
 
 /// Where to make a filesystem.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,17 +98,31 @@ impl Mounter for SystemMounter {
     }
 }
 
-/// Makes `dir` (and parents) with mode 0755 when missing; true if it made it.
-pub fn ensure_dir(dir: &Path) -> Result<bool> {
-    if dir.is_dir() {
-        return Ok(false);
+/// Makes the directory `abs` under `root` (and parents) with mode 0755 when
+/// missing; true if it made it. No link is followed on the way: a mount
+/// point that is a link is an error, never mounted through.
+pub fn ensure_dir(root: &Path, abs: &str) -> Result<bool> {
+    let (parent, name) = safefs::split(abs)?;
+    let parent = match Dir::root(root)
+        .and_then(|r| r.walk(&parent, true))
+        .with_context(|| format!("creating {parent}"))?
+    {
+        Ok(d) => d,
+        Err(o) => bail!("{o}"),
+    };
+    match parent
+        .subdir(name)
+        .with_context(|| format!("reading {abs}"))?
+    {
+        Some(Ok(_)) => Ok(false),
+        Some(Err(o)) => bail!("{o}"),
+        None => {
+            parent
+                .mkdir(name, 0o755)
+                .with_context(|| format!("creating {abs}"))?;
+            Ok(true)
+        }
     }
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(dir)
-        .with_context(|| format!("creating {}", dir.display()))?;
-    Ok(true)
 }
 
 /// The fstab line of a volume.
@@ -121,26 +134,35 @@ pub fn fstab_line(volume: Volume, fstype: &str) -> String {
     )
 }
 
-/// Appends the volume's line to `<etc>/fstab` (atomically: the whole file is
-/// rewritten to a temporary name and renamed).
-pub fn persist(etc: &Path, volume: Volume, fstype: &str) -> Result<()> {
-    let path = etc.join("fstab");
-    let mut text = match fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(e).context("reading /etc/fstab"),
+/// Appends the volume's line to `/etc/fstab` under `root` (atomically: the
+/// whole file is rewritten to a temporary name and renamed; reached without
+/// following a link).
+pub fn persist(root: &Path, volume: Volume, fstype: &str) -> Result<()> {
+    let etc = match Dir::root(root)
+        .and_then(|r| r.walk("/etc", true))
+        .context("opening /etc")?
+    {
+        Ok(d) => d,
+        Err(o) => bail!("{o}"),
+    };
+    let mut text = match etc.read("fstab").context("reading /etc/fstab")? {
+        Read::Data(d, _, _) => String::from_utf8(d).context("reading /etc/fstab")?,
+        Read::Missing => String::new(),
+        _ => bail!("/etc/fstab is not a regular file with one link"),
     };
     if !text.is_empty() && !text.ends_with('\n') {
         text.push('\n');
     }
     text.push_str(&fstab_line(volume, fstype));
-    seeds::atomic::write_atomic(&path, text.as_bytes(), 0o644).context("writing /etc/fstab")
+    etc.replace("fstab", text.as_bytes(), 0o644, None)
+        .context("writing /etc/fstab")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testutil::{need, sh};
+    use std::fs;
 
     #[test]
     fn pending_then_committed_label_by_offset() {
@@ -190,11 +212,29 @@ mod tests {
     #[test]
     fn fstab_append() {
         let d = tempfile::tempdir().unwrap();
-        fs::write(d.path().join("fstab"), "UUID=x / ext4 defaults 0 1").unwrap();
+        fs::create_dir(d.path().join("etc")).unwrap();
+        fs::write(d.path().join("etc/fstab"), "UUID=x / ext4 defaults 0 1").unwrap();
         persist(d.path(), Volume::Data, "ext4").unwrap();
         assert_eq!(
-            fs::read_to_string(d.path().join("fstab")).unwrap(),
+            fs::read_to_string(d.path().join("etc/fstab")).unwrap(),
             "UUID=x / ext4 defaults 0 1\nLABEL=ecs-data /data ext4 defaults,nofail 0 2\n"
         );
+    }
+
+    #[test]
+    fn mount_points_never_through_a_link() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        assert!(ensure_dir(r, "/data").unwrap());
+        assert!(!ensure_dir(r, "/data").unwrap());
+        fs::create_dir(r.join("etc")).unwrap();
+        std::os::unix::fs::symlink(r.join("etc"), r.join("volatile")).unwrap();
+        let msg = format!("{:#}", ensure_dir(r, "/volatile").unwrap_err());
+        assert!(msg.contains("/volatile is a symbolic link"), "{msg}");
+        fs::write(r.join("elsewhere"), "x").unwrap();
+        std::os::unix::fs::symlink(r.join("elsewhere"), r.join("etc/fstab")).unwrap();
+        let msg = format!("{:#}", persist(r, Volume::Data, "ext4").unwrap_err());
+        assert!(msg.contains("/etc/fstab is not a regular file"), "{msg}");
+        assert_eq!(fs::read_to_string(r.join("elsewhere")).unwrap(), "x");
     }
 }

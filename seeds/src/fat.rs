@@ -5,7 +5,8 @@
 //! (BPB), decides FAT12/16/32 by cluster count as the FAT specification
 //! does, and walks the directory tree: VFAT long file names (checked against
 //! their short entry's checksum), else the 8.3 short name lowercased. The
-//! label is the root directory's volume label entry, else the boot sector's.
+//! label is the root directory's volume label entry, else the boot
+//! sector's, as blkid reads it ([`label`]; [`read`] and the probe agree).
 //!
 //! Everything is treated as hostile: cluster numbers are range-checked,
 //! chains are followed only as far as the file size needs and checked for
@@ -172,6 +173,27 @@ struct Fat<'a, 'd, R> {
 }
 
 impl<R: Read + Seek> Fat<'_, '_, R> {
+    /// The root directory's bytes (FAT12/16: the fixed region; FAT32: the
+    /// chain from the root cluster), within the limits.
+    fn root_dir(&mut self) -> Result<Vec<u8>, SeedError> {
+        let max_dir = self.c.limits.max_dir_bytes;
+        if self.bpb.kind == FsKind::Fat32 {
+            let root_cluster = self.bpb.root_cluster;
+            let buf = self.read_chain(root_cluster, None, max_dir, "the root directory")?;
+            self.c.reserve_metadata(buf.len() as u64)?;
+            Ok(buf)
+        } else {
+            let (at, len) = self.bpb.root_region;
+            self.c.check_dir_size(len, "/")?;
+            self.c.reserve_metadata(len)?;
+            let mut buf = vec![0u8; len as usize];
+            self.dev
+                .read_at(at, &mut buf)
+                .map_err(|e| self.c.read_error(e, "the root directory"))?;
+            Ok(buf)
+        }
+    }
+
     /// The FAT entry of cluster `n` (already checked valid).
     fn link(&mut self, n: u32) -> Result<Link, SeedError> {
         let kind = self.bpb.kind;
@@ -380,6 +402,23 @@ fn parse_dir(buf: &[u8], fat32: bool) -> (Vec<Entry>, Option<String>) {
     (entries, label)
 }
 
+/// The volume's label as blkid reads it: the root directory's volume label
+/// entry, else the boot sector's (when the two disagree, the root
+/// directory's wins); empty if neither has one. A root directory that
+/// cannot be read leaves the boot sector's.
+pub(crate) fn label<R: Read + Seek>(dev: &mut Device<R>, bpb: Bpb) -> String {
+    let limits = Limits::default();
+    let boot_label = bpb.boot_label.clone();
+    let mut fat = Fat {
+        dev,
+        c: Collector::new(bpb.kind, &limits),
+        bpb,
+    };
+    let fat32 = fat.bpb.kind == FsKind::Fat32;
+    let dir_label = fat.root_dir().ok().and_then(|buf| parse_dir(&buf, fat32).1);
+    dir_label.or(boot_label).unwrap_or_default()
+}
+
 /// Reads the FAT filesystem on `dev` described by `bpb`.
 pub(crate) fn read<R: Read + Seek>(
     dev: &mut Device<R>,
@@ -394,21 +433,7 @@ pub(crate) fn read<R: Read + Seek>(
         bpb,
     };
     let max_dir = limits.max_dir_bytes;
-    let root = if kind == FsKind::Fat32 {
-        let root_cluster = fat.bpb.root_cluster;
-        let buf = fat.read_chain(root_cluster, None, max_dir, "the root directory")?;
-        fat.c.reserve_metadata(buf.len() as u64)?;
-        buf
-    } else {
-        let (at, len) = fat.bpb.root_region;
-        fat.c.check_dir_size(len, "/")?;
-        fat.c.reserve_metadata(len)?;
-        let mut buf = vec![0u8; len as usize];
-        fat.dev
-            .read_at(at, &mut buf)
-            .map_err(|e| fat.c.read_error(e, "the root directory"))?;
-        buf
-    };
+    let root = fat.root_dir()?;
     let mut label = None;
     let mut visited = HashSet::new();
     let mut stack = vec![(root, String::new(), 0usize)];
@@ -439,6 +464,7 @@ pub(crate) fn read<R: Read + Seek>(
         kind,
         label: label.or(boot_label).unwrap_or_default(),
         files: fat.c.files,
+        not_regular: fat.c.not_regular,
     })
 }
 

@@ -662,6 +662,26 @@ struct RrInfo {
     name: Option<Vec<u8>>,
     /// `RE`: a relocated directory, listed again where it belongs.
     relocated: bool,
+    /// `PX`: the POSIX file mode (its type bits say a link, FIFO, ...).
+    mode: Option<u32>,
+    /// `SL`: a symbolic link's target is recorded.
+    symlink: bool,
+}
+
+impl RrInfo {
+    /// What a non-directory record is, if not a regular file ("a symlink").
+    fn not_regular(&self) -> Option<&'static str> {
+        if self.symlink {
+            return Some("a symlink");
+        }
+        match self.mode? & 0o170000 {
+            0o120000 => Some("a symlink"),
+            0o010000 => Some("a FIFO"),
+            0o140000 => Some("a socket"),
+            0o020000 | 0o060000 => Some("a device node"),
+            _ => None,
+        }
+    }
 }
 
 /// Reads the SUSP entries of a record, following `CE` continuations.
@@ -700,6 +720,10 @@ fn rock_ridge<R: Read + Seek>(
                     next = Some((le(4), le(12), le(20)));
                 }
                 b"RE" => info.relocated = true,
+                b"PX" if len >= 12 => {
+                    info.mode = Some(u32::from_le_bytes([entry[4], entry[5], entry[6], entry[7]]));
+                }
+                b"SL" => info.symlink = true,
                 b"ST" => break,
                 _ => {}
             }
@@ -819,12 +843,14 @@ pub(crate) fn read<R: Read + Seek>(
                 continue; // associated file (Apple resource forks)
             }
             c.count_entry()?;
+            let mut not_regular = None;
             let name = match names {
                 Names::RockRidge { skip } => {
                     let rr = rock_ridge(dev, &mut c, rec.system_use, skip)?;
                     if rr.relocated {
                         continue;
                     }
+                    not_regular = rr.not_regular();
                     match rr.name {
                         Some(n) => String::from_utf8_lossy(&n).into_owned(),
                         None => plain_name(rec.id),
@@ -834,7 +860,10 @@ pub(crate) fn read<R: Read + Seek>(
                 Names::Plain => plain_name(rec.id),
             };
             let child = join_name(&c, &path, &name)?;
-            if rec.flags & 0x02 != 0 {
+            if let Some(what) = not_regular.filter(|_| rec.flags & 0x02 == 0) {
+                // Its (empty) extent is not its content: never read as a file.
+                c.add_not_regular(child, what)?;
+            } else if rec.flags & 0x02 != 0 {
                 c.check_depth(depth + 1, &child)?;
                 if !visited.insert(rec.extent) {
                     return Err(c.corrupt(format!("directory {child:?} loops back")));
@@ -854,6 +883,7 @@ pub(crate) fn read<R: Read + Seek>(
         kind: FsKind::Iso9660,
         label,
         files: c.files,
+        not_regular: c.not_regular,
     })
 }
 

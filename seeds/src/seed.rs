@@ -11,7 +11,9 @@
 //! - [`read_seed`] detects ISO9660 (with Rock Ridge, Joliet or plain names; see
 //!   [`crate::iso`]) or FAT12/16/32 (with long file names; see [`crate::fat`])
 //!   and returns every regular file, keyed by its relative path
-//!   (`user-data`, `openstack/latest/user_data`).
+//!   (`user-data`, `openstack/latest/user_data`), and names what is neither
+//!   a file nor a directory (a Rock Ridge symbolic link: [`Seed::not_regular`])
+//!   without reading it.
 //!
 //! The input is untrusted: every length and pointer read from it is checked
 //! against the device size and against [`Limits`] before anything is
@@ -129,6 +131,10 @@ pub struct Seed {
     /// separators (`user-data`, `openstack/latest/user_data`). Directories
     /// are implied by the paths.
     pub files: BTreeMap<String, Vec<u8>>,
+    /// Entries that are neither regular files nor directories (Rock Ridge
+    /// symbolic links, FIFOs, sockets, device nodes), keyed like `files`,
+    /// with what they are (`"a symlink"`); their content is never read.
+    pub not_regular: BTreeMap<String, &'static str>,
 }
 
 impl Seed {
@@ -138,6 +144,12 @@ impl Seed {
         self.files
             .get(path.trim_start_matches('/'))
             .map(Vec::as_slice)
+    }
+
+    /// What the entry at `path` is when it is neither a regular file nor a
+    /// directory (`"a symlink"`); see [`Seed::not_regular`].
+    pub fn not_regular_at(&self, path: &str) -> Option<&'static str> {
+        self.not_regular.get(path.trim_start_matches('/')).copied()
     }
 }
 
@@ -159,15 +171,18 @@ pub fn read_seed_with_limits<R: Read + Seek>(r: R, limits: &Limits) -> Result<Se
 }
 
 /// Cheaply identifies a seed filesystem: reads only the ISO9660 volume
-/// descriptors or the FAT boot sector and returns the kind and the label
-/// (empty if none). `None` for anything else, including read errors.
+/// descriptors, or the FAT boot sector and root directory, and returns the
+/// kind and the label (empty if none; for FAT the root directory's volume
+/// label entry first, then the boot sector's, as blkid does). `None` for
+/// anything else, including read errors.
 pub fn probe<R: Read + Seek>(r: R) -> Option<(FsKind, String)> {
     let mut dev = Device::new(r).ok()?;
     if crate::iso::has_signature(&mut dev).ok()? {
         return crate::iso::probe_label(&mut dev).map(|label| (FsKind::Iso9660, label));
     }
     let bpb = crate::fat::Bpb::probe(&mut dev).ok()??;
-    Some((bpb.kind, bpb.boot_label.unwrap_or_default()))
+    let kind = bpb.kind;
+    Some((kind, crate::fat::label(&mut dev, bpb)))
 }
 
 /// A reader of known length on which every read is bounds-checked.
@@ -227,6 +242,7 @@ pub(crate) struct Collector<'a> {
     total: u64,
     metadata: u64,
     pub(crate) files: BTreeMap<String, Vec<u8>>,
+    pub(crate) not_regular: BTreeMap<String, &'static str>,
 }
 
 impl<'a> Collector<'a> {
@@ -238,6 +254,7 @@ impl<'a> Collector<'a> {
             total: 0,
             metadata: 0,
             files: BTreeMap::new(),
+            not_regular: BTreeMap::new(),
         }
     }
 
@@ -328,9 +345,22 @@ impl<'a> Collector<'a> {
         Ok(())
     }
 
+    /// Adds an entry that is not a regular file (`what`: "a symlink").
+    pub(crate) fn add_not_regular(
+        &mut self,
+        path: String,
+        what: &'static str,
+    ) -> Result<(), SeedError> {
+        if self.files.contains_key(&path) || self.not_regular.contains_key(&path) {
+            return Err(self.corrupt(format!("two entries named {path:?}")));
+        }
+        self.not_regular.insert(path, what);
+        Ok(())
+    }
+
     /// Adds a file; a second file with the same path is corrupt.
     pub(crate) fn add_file(&mut self, path: String, data: Vec<u8>) -> Result<(), SeedError> {
-        if self.files.contains_key(&path) {
+        if self.files.contains_key(&path) || self.not_regular.contains_key(&path) {
             return Err(self.corrupt(format!("two entries named {path:?}")));
         }
         self.files.insert(path, data);

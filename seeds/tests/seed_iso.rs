@@ -632,6 +632,85 @@ fn fat_layout(img: &[u8]) -> (usize, usize, usize, usize) {
 }
 
 #[test]
+fn rock_ridge_symlink_is_named_not_read_as_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = make_tree(dir.path(), &[("meta-data", b"instance-id: x\n")]);
+    std::os::unix::fs::symlink("meta-data", tree.join("user-data")).unwrap();
+    let iso = dir.path().join("link.iso");
+    run(
+        "xorriso",
+        &[
+            "-as",
+            "mkisofs",
+            "-quiet",
+            "-o",
+            p(&iso),
+            "-V",
+            "cidata",
+            "-R",
+            p(&tree),
+        ],
+    );
+    let seed = read_file(&iso);
+    assert_eq!(seed.get("user-data"), None);
+    assert_eq!(seed.not_regular_at("user-data"), Some("a symlink"));
+    assert_eq!(seed.get("meta-data"), Some(&b"instance-id: x\n"[..]));
+    assert!(seed.not_regular_at("meta-data").is_none());
+}
+
+/// The label blkid reports for an image file.
+fn blkid_label(img: &Path) -> String {
+    let out = stdout(&run("blkid", &["-p", "-o", "export", p(img)]));
+    out.lines()
+        .find_map(|l| l.strip_prefix("LABEL="))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn vfat_label_from_the_root_directory_first_as_blkid() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = vfat(dir.path(), 1440, &["-n", "CIDATA"], &seed_files());
+    let orig = std::fs::read(&path).unwrap();
+    let (_, root, _, _) = fat_layout(&orig);
+    let label_entry = (0..224)
+        .map(|i| root + i * 32)
+        .find(|&e| orig[e + 11] == 0x08)
+        .expect("mkfs.vfat writes a volume label entry");
+    assert_eq!(&orig[43..54], b"CIDATA     ", "boot sector label");
+
+    // Boot sector says OTHER, the root directory CIDATA: a cidata volume.
+    let mut img = orig.clone();
+    img[43..54].copy_from_slice(b"OTHER      ");
+    std::fs::write(&path, &img).unwrap();
+    assert_eq!(blkid_label(&path), "CIDATA");
+    assert_eq!(
+        probe(Cursor::new(&img)),
+        Some((FsKind::Fat12, "CIDATA".to_owned()))
+    );
+    assert_eq!(read_seed(Cursor::new(&img)).unwrap().label, "CIDATA");
+
+    // The other way round: not a cidata volume, for blkid or for us.
+    let mut img = orig.clone();
+    img[label_entry..label_entry + 11].copy_from_slice(b"OTHER      ");
+    std::fs::write(&path, &img).unwrap();
+    assert_eq!(blkid_label(&path), "OTHER");
+    assert_eq!(
+        probe(Cursor::new(&img)),
+        Some((FsKind::Fat12, "OTHER".to_owned()))
+    );
+    assert_eq!(read_seed(Cursor::new(&img)).unwrap().label, "OTHER");
+
+    // No label entry: the boot sector's.
+    let mut img = orig;
+    img[label_entry] = 0xE5;
+    assert_eq!(
+        probe(Cursor::new(&img)),
+        Some((FsKind::Fat12, "CIDATA".to_owned()))
+    );
+}
+
+#[test]
 fn fat_cluster_chain_loop_is_corrupt() {
     let dir = tempfile::tempdir().unwrap();
     let big: Vec<u8> = (0..20_000u32).map(|i| i as u8).collect();

@@ -73,10 +73,7 @@ fn root() -> tempfile::TempDir {
 }
 
 fn t(r: &Path) -> Target {
-    Target {
-        root: r.to_path_buf(),
-        set_kernel_hostname: false,
-    }
+    Target::new(r, false)
 }
 
 fn env(src: &str) -> Env {
@@ -314,12 +311,17 @@ fn symlinked_keys_are_replaced_not_read() {
         "ssh-ed25519 AAAASECRET from-shadow\n"
     );
 
-    // A .ssh that is a link is refused.
+    // A .ssh that is a link is not followed: that user is skipped with a
+    // warning, the rest is applied.
     fs::remove_dir_all(r.join("app/.ssh")).unwrap();
     fs::create_dir(r.join("elsewhere")).unwrap();
     std::os::unix::fs::symlink(r.join("elsewhere"), r.join("app/.ssh")).unwrap();
-    let msg = format!("{:#}", apply(&env(ENV), &t(r)).unwrap_err());
+    let target = t(r);
+    apply(&env(ENV), &target).unwrap();
+    let msg = target.warnings.take().join("\n");
     assert!(msg.contains("/app/.ssh is a symbolic link"), "{msg}");
+    assert!(msg.contains("ssh keys for app skipped"), "{msg}");
+    assert_eq!(fs::read_dir(r.join("elsewhere")).unwrap().count(), 0);
 }
 
 #[test]
@@ -350,27 +352,35 @@ fn metric_flags_on_then_off() {
 }
 
 #[test]
-fn directories_are_corrected_and_links_followed() {
+fn directories_are_corrected_and_links_not_followed() {
     let (_, _, au, ag) = ids();
     let d = root();
     let r = d.path();
     fs::create_dir_all(r.join("data/ecs-pgdump")).unwrap();
     fs::set_permissions(r.join("data/ecs-pgdump"), fs::Permissions::from_mode(0o700)).unwrap();
     fs::create_dir_all(r.join("big/cache")).unwrap();
+    fs::set_permissions(r.join("big/cache"), fs::Permissions::from_mode(0o755)).unwrap();
+    let cache = mode(&r.join("big/cache"));
     fs::create_dir_all(r.join("volatile")).unwrap();
     std::os::unix::fs::symlink(r.join("big/cache"), r.join("volatile/ecs-cache")).unwrap();
-    let c = directories(&t(r)).unwrap();
+    let target = t(r);
+    let c = directories(&target).unwrap();
     assert!(
         c.contains(&"/data/ecs-pgdump: mode 0775".to_string())
             || c.iter().any(|x| x.starts_with("/data/ecs-pgdump: owner")),
         "{c:?}"
     );
     assert_eq!(mode(&r.join("data/ecs-pgdump")), (0o775, au, ag));
-    assert_eq!(mode(&r.join("big/cache")), (0o775, au, ag));
+    // The link's target keeps its owner and mode; the link stays.
+    assert_eq!(mode(&r.join("big/cache")), cache);
     assert!(fs::symlink_metadata(r.join("volatile/ecs-cache"))
         .unwrap()
         .file_type()
         .is_symlink());
+    assert_eq!(
+        target.warnings.take(),
+        ["/volatile/ecs-cache is a symbolic link; refusing to follow it; /volatile/ecs-cache skipped"]
+    );
     assert!(directories(&t(r)).unwrap().is_empty());
 
     // A file in the way is an error.

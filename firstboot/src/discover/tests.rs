@@ -5,6 +5,7 @@
 
 use super::*;
 use crate::testutil::sh;
+use std::fs::File;
 use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, Mutex};
@@ -321,6 +322,98 @@ fn seed_without_user_data_is_an_error() {
 }
 
 #[test]
+fn corrupt_seed_beside_a_good_one_is_passed_over_with_a_warning() {
+    let root = Root::new();
+    let bad = cidata(&root, "bad", ENV, Maker::Genisoimage, "cidata");
+    // The volume descriptors survive (it is labelled cidata), its
+    // directories do not.
+    let bytes = fs::read(&bad).unwrap();
+    root.attach_bytes("sr0", &bytes[..19 * 2048]);
+    let good = cidata(&root, "good", ENV, Maker::Vfat, "CIDATA");
+    root.attach("vdb", &good);
+    let found = find(&root.sources()).unwrap();
+    assert_eq!(found.origin, "/dev/vdb");
+    assert_eq!(found.bytes, ENV.as_bytes());
+    let w = found.warnings.join("\n");
+    assert!(
+        w.contains("reading the cidata volume /dev/sr0")
+            && w.contains("corrupt iso9660")
+            && w.contains("using /dev/vdb"),
+        "{w}"
+    );
+    assert!(!w.contains("TOP-SECRET"), "{w}");
+
+    // Alone, it is the error.
+    fs::remove_dir(root.path().join("sys/class/block/vdb")).unwrap();
+    let msg = format!("{:#}", find(&root.sources()).unwrap_err());
+    assert!(msg.contains("reading the cidata volume /dev/sr0"), "{msg}");
+}
+
+#[test]
+fn rock_ridge_symlink_as_user_data_is_refused() {
+    let root = Root::new();
+    let tree = root.work().join("link.tree");
+    fs::create_dir_all(&tree).unwrap();
+    fs::write(tree.join("meta-data"), "instance-id: i-1\n").unwrap();
+    std::os::unix::fs::symlink("meta-data", tree.join("user-data")).unwrap();
+    let img = root.work().join("link.iso");
+    sh(
+        "xorriso",
+        &[
+            "-as",
+            "mkisofs",
+            "-quiet",
+            "-o",
+            img.to_str().unwrap(),
+            "-V",
+            "cidata",
+            "-R",
+            tree.to_str().unwrap(),
+        ],
+    );
+    root.attach("sr0", &img);
+    let msg = format!("{:#}", find(&root.sources()).unwrap_err());
+    assert!(
+        msg.contains("the cidata volume /dev/sr0: user-data is a symlink; refusing it"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn vfat_label_of_the_root_directory_wins() {
+    let root = Root::new();
+    let img = cidata(&root, "v", ENV, Maker::Vfat, "CIDATA");
+    let mut bytes = fs::read(&img).unwrap();
+    // The boot sector's label (FAT12/16: at byte 43) says otherwise; the
+    // root directory's volume label entry still says CIDATA, as blkid reads.
+    assert_eq!(&bytes[43..54], b"CIDATA     ");
+    bytes[43..54].copy_from_slice(b"OTHER      ");
+    root.attach_bytes("vdb", &bytes);
+    let found = find(&root.sources()).unwrap();
+    assert_eq!(
+        (found.kind, found.origin.as_str()),
+        (Kind::Cidata, "/dev/vdb")
+    );
+}
+
+#[test]
+fn app_env_yml_never_through_a_link() {
+    let root = Root::new();
+    let secret = root.path().join("work/root-only");
+    fs::write(&secret, "password: TOP-SECRET-42\n").unwrap();
+    let env = root.path().join("app/env.yml");
+    std::os::unix::fs::symlink(&secret, &env).unwrap();
+    let msg = format!("{:#}", find(&root.sources()).unwrap_err());
+    assert!(msg.contains("reading /app/env.yml"), "{msg}");
+    assert!(msg.contains("symbolic link"), "{msg}");
+    fs::remove_file(&env).unwrap();
+    fs::hard_link(&secret, &env).unwrap();
+    let msg = format!("{:#}", find(&root.sources()).unwrap_err());
+    assert!(msg.contains("other hard links"), "{msg}");
+    assert!(!msg.contains("TOP-SECRET"), "{msg}");
+}
+
+#[test]
 fn loop_devices_skipped_unless_asked() {
     let root = Root::new();
     let img = cidata(&root, "seed", ENV, Maker::Genisoimage, "cidata");
@@ -391,6 +484,7 @@ fn userdata_type_line() {
             kind: Kind::Local,
             origin: "/app/env.yml".into(),
             bytes: bytes.to_vec(),
+            warnings: Vec::new(),
         }))
         .unwrap()
     };
