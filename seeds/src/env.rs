@@ -560,7 +560,8 @@ impl Checker<'_> {
                 // Other control characters are refused for every string
                 // (see `control_characters`); known keys that are not text
                 // are one line.
-                if !is_multiline(path) && s.contains(['\n', '\t']) {
+                // (An ssh key's own check says more about a line break.)
+                if !is_multiline(path) && !path.starts_with("ssh_") && s.contains(['\n', '\t']) {
                     self.error(
                         Some(n.pos),
                         path,
@@ -1383,23 +1384,31 @@ fn check_mode(v: &Value, written: Option<&str>) -> Result<Option<u32>, String> {
         Value::Int(i) => {
             let digits = written
                 .unwrap_or("")
+                .trim_matches(['"', '\''])
                 .trim_start_matches(['+', '-'])
                 .replace('_', "");
-            if digits.starts_with(|c: char| matches!(c, '1'..='9'))
-                && digits.bytes().all(|b| b.is_ascii_digit())
-            {
-                return Err(if digits.len() <= 4 && digits.bytes().all(|b| b < b'8') {
-                    format!(
-                        "{digits} unquoted is the decimal number {digits} (mode 0{:o}); \
-                         write 0{digits} or '{digits}'",
-                        i
-                    )
-                } else {
-                    format!(
-                        "{digits} unquoted is a decimal number; write the mode in octal, \
-                         e.g. 0644 or '0644'"
-                    )
-                });
+            let radix_literal = digits == "0"
+                || digits.starts_with("0x")
+                || digits.starts_with("0b")
+                || (digits.starts_with('0') && digits.bytes().all(|b| (b'0'..=b'7').contains(&b)));
+            if !radix_literal {
+                let decimal = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+                return Err(
+                    if decimal && digits.len() <= 4 && digits.bytes().all(|b| b < b'8') {
+                        format!(
+                            "{digits} unquoted is the decimal number {digits} (mode 0{:o}); \
+                             write 0{digits} or '{digits}'",
+                            i
+                        )
+                    } else if decimal {
+                        format!(
+                            "{digits} unquoted is a decimal number; write the mode in octal, \
+                             e.g. 0644 or '0644'"
+                        )
+                    } else {
+                        "it is not written in octal; write it as 0644 or '0644'".to_string()
+                    },
+                );
             }
             u32::try_from(*i).map_err(|_| "write it in octal, e.g. 0644 or \"0600\"")?
         }

@@ -412,8 +412,9 @@ impl Builder<'_> {
     }
 
     fn push(&mut self, node: Node) -> Result<(), LoadError> {
-        // A duplicate key is reported with the path of the map it is in.
-        let map_path = self.path();
+        // The path of the value being pushed: for a map's value, it ends
+        // with its key (a duplicate key is reported there).
+        let here = self.path();
         let secret = self.secret;
         let Some(top) = self.stack.last_mut() else {
             self.root = Some(node);
@@ -440,11 +441,7 @@ impl Builder<'_> {
                         }) {
                             let name = key.key_string();
                             let name = printable(&name);
-                            let path = if map_path.is_empty() {
-                                name.to_string()
-                            } else {
-                                format!("{map_path}.{name}")
-                            };
+                            let path = here;
                             let mut e = match secret(&path).filter(|r| r.len() < path.len()) {
                                 Some(root) => LoadError {
                                     pos: Some(key.pos),
@@ -1084,6 +1081,47 @@ mod tests {
     }
 
     #[test]
+    fn string_alias_bomb_counts_bytes() {
+        let src = format!(
+            "big: &b \"{}\"\nl: [{}]\n",
+            "x".repeat(1 << 20),
+            vec!["*b"; 100].join(", ")
+        );
+        let e = load(&src).unwrap_err();
+        assert!(e.message.contains("MiB of text"), "{e}");
+        assert_eq!(e.path, "l[14]");
+        assert_eq!(e.pos.map(|p| p.line), Some(2));
+        // Sixteen copies fit.
+        let ok = src.replace(&vec!["*b"; 100].join(", "), &vec!["*b"; 14].join(", "));
+        load(&ok).unwrap();
+    }
+
+    #[test]
+    fn problems_below_a_secret_name_only_the_secret() {
+        let secret: SecretRoot = &|p: &str| p.strip_prefix("s").map(|_| &p[..1]);
+        let e = load_with("s: {k9: 1, k9: 2}\n", secret).unwrap_err();
+        assert_eq!(e.path, "s");
+        assert!(!e.to_string().contains("k9"), "{e}");
+        let e = load_with("s: !k9 x\n", secret).unwrap_err();
+        assert_eq!(
+            (e.path.as_str(), e.to_string().contains("k9")),
+            ("s", false)
+        );
+        let e = load_with("s: [{!k9 a: 1}]\n", secret).unwrap_err();
+        assert_eq!(
+            (e.path.as_str(), e.to_string().contains("k9")),
+            ("s", false)
+        );
+        // Outside the secret, names are shown (escaped).
+        let e = load_with("t: {\"k\\e\": 1, \"k\\e\": 2}\n", secret).unwrap_err();
+        assert_eq!(e.path, "t.k\\u{1b}");
+        assert!(e.message.contains("duplicate key `k\\u{1b}`"), "{e}");
+        let e = load_with("t: !k9 x\n", secret).unwrap_err();
+        assert!(e.message.contains("`!k9`"), "{e}");
+        assert_eq!(printable(&"k".repeat(100)).chars().count(), 65);
+    }
+
+    #[test]
     fn depth_limit() {
         let src = format!("a: {}{}\n", "[".repeat(100), "]".repeat(100));
         let e = load(&src).unwrap_err();
@@ -1101,6 +1139,9 @@ mod tests {
     fn duplicate_keys_refused() {
         let e = load("a: 1\nb: 2\na: 3\n").unwrap_err();
         assert_eq!(e.to_string(), "3:1: duplicate key `a` (first at line 1)");
+        assert_eq!(e.path, "a");
+        let e = load("a: [{b: 1, b: 2}]\n").unwrap_err();
+        assert_eq!(e.path, "a[0].b");
     }
 
     #[test]

@@ -197,6 +197,18 @@ pub fn cases() -> Vec<Case> {
             "is a decimal number; write the mode in octal",
         ),
         case(
+            "mode-decimal-tagged",
+            file("path: /etc/x, permissions: !!int \"644\""),
+            "5:47: appliance.extra.files[0].permissions:",
+            "644 unquoted is the decimal number 644",
+        ),
+        case(
+            "mode-sexagesimal",
+            file("path: /etc/x, permissions: 1:30"),
+            "5:47: appliance.extra.files[0].permissions:",
+            "it is not written in octal",
+        ),
+        case(
             "mode-above-07777",
             file("path: /etc/x, permissions: '17777'"),
             "5:47: appliance.extra.files[0].permissions:",
