@@ -1179,8 +1179,8 @@ impl Checker<'_> {
         let git = self.git(&e, ECS_GIT_SOURCE);
         let docs = self.map(&e, "docs", &["git"]);
         let docs_git = self.map(&docs, "git", &["source", "branch"]);
-        let docs_git_source = self.string(&docs_git, "source");
-        let docs_git_branch = self.string(&docs_git, "branch");
+        let docs_git_source = self.git_arg(&docs_git, "source");
+        let docs_git_branch = self.git_arg(&docs_git, "branch");
         let database = self.string(&e, "database").unwrap_or_else(|| "ecs".into());
         if let Some(n) = e.get("database") {
             if !is_identifier(&database) {

@@ -480,6 +480,15 @@ pub fn cases() -> Vec<Case> {
             "starts with `-`",
         ),
         case(
+            "ecs-docs-git-source-option",
+            replaced(
+                "  vault_sign: hunter2-SECRET-sign\n",
+                "  vault_sign: hunter2-SECRET-sign\n  docs: {git: {source: -x}}\n",
+            ),
+            "10:24: ecs.docs.git.source:",
+            "starts with `-`",
+        ),
+        case(
             "oncalendar-not-calendar",
             with("  update: {oncalendar: every day}\n"),
             "5:24: appliance.update.oncalendar:",
