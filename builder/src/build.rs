@@ -178,6 +178,7 @@ pub fn run(opts: &BuildOptions) -> Result<()> {
     }
     let outs = Outputs::plan(opts);
     check_outputs(&outs, opts.force)?;
+    check_distinct(&outs, &opts.env)?;
     let size = opts.size.as_deref().map(parse_size).transpose()?;
     grub::check_cmdline(&opts.cmdline)?;
     let (env_bytes, env) = crate::envcmd::load_env(&opts.env)?;
@@ -562,12 +563,43 @@ pub fn check_outputs(outs: &Outputs, force: bool) -> Result<()> {
                 dir.display()
             )));
         }
-        if !force && fs::symlink_metadata(p).is_ok() {
-            return Err(bad_input(format!(
-                "{} exists; pass --force to replace it",
-                p.display()
-            )));
+        if let Ok(m) = fs::symlink_metadata(p) {
+            // Replaced by a rename: never a directory, device, FIFO or
+            // symbolic link (dangling or not), even with --force.
+            if let Some(what) = crate::envcmd::not_regular(&m.file_type()) {
+                return Err(bad_input(format!(
+                    "{} is {what}: an output replaces only a regular file",
+                    p.display()
+                )));
+            }
+            if !force {
+                return Err(bad_input(format!(
+                    "{} exists; pass --force to replace it",
+                    p.display()
+                )));
+            }
         }
+    }
+    Ok(())
+}
+
+/// Refuses outputs that are one file (`--seed` equal to `-o`) or the env.
+pub fn check_distinct(outs: &Outputs, env: &Path) -> Result<()> {
+    let all = outs.all();
+    for (i, a) in all.iter().enumerate() {
+        for b in &all[i + 1..] {
+            if crate::envcmd::same_file(a, b) {
+                return Err(bad_input(format!(
+                    "{} and {} are the same file: the image, the seed, SHA256SUMS and the \
+                     manifest need a file each",
+                    a.display(),
+                    b.display()
+                )));
+            }
+        }
+    }
+    for p in all {
+        crate::envcmd::check_not_an_input(p, &[("the env", env)])?;
     }
     Ok(())
 }
@@ -1042,6 +1074,35 @@ mod tests {
         let e = check_outputs(&Outputs::plan(&opts), false).unwrap_err();
         assert_eq!(crate::exit::code_for(&e), crate::exit::BAD_INPUT);
         assert!(e.to_string().contains("does not exist"), "{e}");
+    }
+
+    #[test]
+    fn outputs_are_regular_files_and_distinct() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("a.qcow2");
+        let opts = |output: PathBuf, seed: Option<PathBuf>| BuildOptions {
+            output,
+            seed,
+            ..Default::default()
+        };
+        fs::create_dir(&out).unwrap();
+        let e = check_outputs(&Outputs::plan(&opts(out.clone(), None)), true).unwrap_err();
+        assert!(e.to_string().contains("is a directory"), "{e}");
+        fs::remove_dir(&out).unwrap();
+        std::os::unix::fs::symlink(d.path().join("nowhere"), &out).unwrap();
+        let e = check_outputs(&Outputs::plan(&opts(out.clone(), None)), true).unwrap_err();
+        assert!(e.to_string().contains("is a symbolic link"), "{e}");
+        fs::remove_file(&out).unwrap();
+        let env = d.path().join("env.yml");
+        fs::write(&env, "x").unwrap();
+        let same = Outputs::plan(&opts(out.clone(), Some(d.path().join(".").join("a.qcow2"))));
+        let e = check_distinct(&same, &env).unwrap_err();
+        assert_eq!(crate::exit::code_for(&e), crate::exit::BAD_INPUT);
+        assert!(e.to_string().contains("are the same file"), "{e}");
+        let onto_env = Outputs::plan(&opts(out.clone(), Some(env.clone())));
+        let e = check_distinct(&onto_env, &env).unwrap_err();
+        assert!(e.to_string().contains("is the env"), "{e}");
+        check_distinct(&Outputs::plan(&opts(out, None)), &env).unwrap();
     }
 
     #[test]

@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::envcmd;
 
@@ -22,7 +23,6 @@ Exit codes:
 #[command(
     name = "imgbuild",
     version,
-    args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true,
     after_help = EXIT_CODES
 )]
@@ -43,6 +43,56 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// Parses the process's arguments; exits with clap's message (and code
+    /// 2) on bad ones.
+    pub fn parse_args() -> Cli {
+        Cli::try_parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// Parses a command line. The build's own options go with no
+    /// subcommand; the global `-q`/`-v` go anywhere (before or after one).
+    ///
+    /// (clap's `args_conflicts_with_subcommands` would refuse `-q env
+    /// check`, so the conflict is checked here, by where each value came from.)
+    pub fn try_parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let mut cmd = Cli::command();
+        let matches = cmd.try_get_matches_from_mut(args)?;
+        if let Some((sub, sub_matches)) = matches.subcommand() {
+            let given_at = |m: &clap::ArgMatches, id: &str| {
+                m.try_contains_id(id).unwrap_or(false)
+                    && m.value_source(id) == Some(ValueSource::CommandLine)
+            };
+            let given = cmd
+                .get_arguments()
+                .filter(|arg| !arg.is_global_set())
+                .find(|arg| {
+                    let id = arg.get_id().as_str();
+                    // A subcommand's own global of the same name (`cache
+                    // --cache-dir`) shows up here too.
+                    given_at(&matches, id) && !given_at(sub_matches, id)
+                })
+                .map(|arg| {
+                    arg.get_long()
+                        .map(|l| format!("--{l}"))
+                        .unwrap_or_else(|| arg.get_id().to_string())
+                });
+            if let Some(name) = given {
+                return Err(cmd.error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!(
+                        "the subcommand '{sub}' cannot be used with '{name}' (an option of \
+                         the build itself)"
+                    ),
+                ));
+            }
+        }
+        Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))
+    }
+
     /// -1 for `-q`, 1 for `-v`, 0 otherwise.
     pub fn verbosity(&self) -> i8 {
         match (self.quiet, self.verbose) {

@@ -1,10 +1,9 @@
 use std::process::ExitCode;
 
-use clap::Parser;
 use imgbuild::{cli, exit, logging};
 
 fn main() -> ExitCode {
-    let args = cli::Cli::parse();
+    let args = cli::Cli::parse_args();
     logging::init(args.verbosity());
     match cli::run(args) {
         Ok(()) => ExitCode::from(exit::OK),

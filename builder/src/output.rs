@@ -43,10 +43,22 @@ impl Format {
         }
     }
 
-    /// The format for `output`: `--format` if given, else the suffix.
+    /// The format for `output`: `--format` if given, else the suffix; a
+    /// `--format` that contradicts the suffix (`--format raw -o x.qcow2`)
+    /// is refused.
     pub fn choose(output: &Path, flag: Option<&str>) -> Result<Format> {
         match flag {
-            Some(f) => Format::parse(f),
+            Some(f) => {
+                let format = Format::parse(f)?;
+                match Format::from_path(output) {
+                    Some(by_name) if by_name != format => Err(bad_input(format!(
+                        "--format {f} conflicts with the output's name {:?}, which says \
+                         {by_name}: drop --format or rename the output",
+                        output.display().to_string()
+                    ))),
+                    _ => Ok(format),
+                }
+            }
             None => Format::from_path(output).ok_or_else(|| {
                 bad_input(format!(
                     "cannot tell the image format from {:?}: name it .raw, .img, .qcow2 or \
@@ -193,6 +205,13 @@ mod tests {
         assert_eq!(crate::exit::code_for(&e), crate::exit::BAD_INPUT);
         let e = Format::choose(&p("a.raw"), Some("vhdx")).unwrap_err();
         assert!(e.to_string().contains("unknown image format"), "{e}");
+        assert_eq!(
+            Format::choose(&p("a.IMG"), Some("raw")).unwrap(),
+            Format::Raw
+        );
+        let e = Format::choose(&p("x.qcow2"), Some("raw")).unwrap_err();
+        assert_eq!(crate::exit::code_for(&e), crate::exit::BAD_INPUT);
+        assert!(e.to_string().contains("conflicts"), "{e}");
     }
 
     #[test]

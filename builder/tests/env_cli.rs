@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const GOOD: &str = "#cloud-config\nssh_authorized_keys: [\"ssh-ed25519 AAAAC3Nza admin@example\"]\nappliance:\n  domain: ecs.example.org\n  backup: {url: 'ssh://user:S3CR3T-PW@backup/x'}\necs:\n  settings: |\n    SECRET_KEY = 'S3CR3T-KEY'\n  vault_encrypt: S3CR3T-ENC\n  vault_sign: S3CR3T-SIGN\n";
+const GOOD: &str = "#cloud-config\nssh_authorized_keys: [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleKeyReplaceMe admin@example\"]\nappliance:\n  domain: ecs.example.org\n  backup: {url: 'ssh://user:S3CR3T-PW@backup/x'}\necs:\n  settings: |\n    SECRET_KEY = 'S3CR3T-KEY'\n  vault_encrypt: S3CR3T-ENC\n  vault_sign: S3CR3T-SIGN\n";
 
 fn imgbuild(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_imgbuild"))
@@ -311,4 +311,332 @@ fn bad_seed_arguments() {
     let o = seed_cmd(&env, &out, "soon", &[]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("SOURCE_DATE_EPOCH"), "{}", stderr(&o));
+}
+
+/// Runs imgbuild; kills it after `secs` (a FIFO must never block it).
+fn imgbuild_within(args: &[&str], secs: u64) -> Output {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_imgbuild"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running imgbuild");
+    let t = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t.elapsed().as_secs() >= secs {
+            child.kill().unwrap();
+            panic!("imgbuild {args:?} still runs after {secs}s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_end(&mut stderr)
+        .unwrap();
+    Output {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+/// A regular file's bytes (never opening a FIFO).
+fn contents(p: &Path) -> Option<Vec<u8>> {
+    let m = fs::symlink_metadata(p).ok()?;
+    m.file_type().is_file().then(|| fs::read(p).unwrap())
+}
+
+fn mkfifo(p: &Path) {
+    let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+    // SAFETY: `c` is a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+/// The CLI's rules for inputs and outputs: each bad command line exits 2
+/// with a message naming the path, touches no file, shows no secret, and
+/// returns at once.
+#[test]
+fn bad_paths_and_arguments_exit_2() {
+    use std::os::unix::fs::symlink;
+    let d = tempfile::tempdir().unwrap();
+    let p = |name: &str| d.path().join(name);
+    let s = |path: &Path| path.to_str().unwrap().to_string();
+    let env = write(d.path(), "env.yml", GOOD.as_bytes());
+    let env_copy = write(d.path(), "env.qcow2", GOOD.as_bytes());
+    fs::hard_link(&env, p("linked.iso")).unwrap();
+    fs::create_dir(p("dir.iso")).unwrap();
+    fs::create_dir(p("dir.qcow2")).unwrap();
+    symlink(p("nowhere"), p("dangling.iso")).unwrap();
+    symlink(p("nowhere"), p("dangling.qcow2")).unwrap();
+    let target = write(d.path(), "target.iso", b"keep");
+    symlink(&target, p("link.iso")).unwrap();
+    mkfifo(&p("fifo.iso"));
+    mkfifo(&p("fifo.yml"));
+    fs::create_dir(p("ro")).unwrap();
+    fs::set_permissions(p("ro"), std::os::unix::fs::PermissionsExt::from_mode(0o555)).unwrap();
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let seed = |out: &Path, extra: &[&str]| {
+        let mut v = vec![
+            "seed".to_string(),
+            "--env".into(),
+            s(&env),
+            "-o".into(),
+            s(out),
+        ];
+        v.extend(extra.iter().map(|x| x.to_string()));
+        v
+    };
+    let build = |extra: &[&str]| {
+        let mut v = vec!["--env".to_string(), s(&env)];
+        v.extend(extra.iter().map(|x| x.to_string()));
+        v
+    };
+    let mut cases: Vec<(&str, Vec<String>, String)> = vec![
+        (
+            "format-conflicts-with-suffix",
+            build(&["-o", &s(&p("x.qcow2")), "--format", "raw"]),
+            "--format raw conflicts with the output's name".into(),
+        ),
+        (
+            "seed-onto-the-env",
+            seed(&env, &["--force"]),
+            format!("output {} is the env", s(&env)),
+        ),
+        (
+            "seed-onto-a-hard-link-of-the-env",
+            seed(&p("linked.iso"), &["--force"]),
+            "linked.iso is the env".into(),
+        ),
+        (
+            "seed-onto-the-network-config",
+            seed(
+                &p("target.iso"),
+                &["--force", "--network-config", &s(&p("target.iso"))],
+            ),
+            "target.iso is the network-config".into(),
+        ),
+        (
+            "seed-onto-a-device",
+            seed(Path::new("/dev/null"), &["--force"]),
+            "/dev/null is a device node".into(),
+        ),
+        (
+            "seed-onto-a-fifo",
+            seed(&p("fifo.iso"), &["--force"]),
+            "fifo.iso is a FIFO".into(),
+        ),
+        (
+            "seed-onto-a-dangling-symlink",
+            seed(&p("dangling.iso"), &[]),
+            "dangling.iso is a symbolic link".into(),
+        ),
+        (
+            "seed-onto-a-symlink",
+            seed(&p("link.iso"), &["--force"]),
+            "link.iso is a symbolic link".into(),
+        ),
+        (
+            "seed-onto-a-directory",
+            seed(&p("dir.iso"), &["--force"]),
+            "dir.iso is a directory".into(),
+        ),
+        (
+            "seed-into-an-unwritable-directory",
+            seed(Path::new("/proc/sys/seed.iso"), &[]),
+            "/proc/sys is not writable".into(),
+        ),
+        (
+            "env-check-a-fifo",
+            vec!["env".into(), "check".into(), s(&p("fifo.yml"))],
+            "fifo.yml: not a regular file (a FIFO)".into(),
+        ),
+        (
+            "seed-from-a-fifo",
+            vec![
+                "seed".into(),
+                "--env".into(),
+                s(&p("fifo.yml")),
+                "-o".into(),
+                s(&p("n.iso")),
+            ],
+            "fifo.yml: not a regular file (a FIFO)".into(),
+        ),
+        (
+            "env-check-a-directory",
+            vec!["env".into(), "check".into(), s(&p("dir.iso"))],
+            "not a regular file (a directory)".into(),
+        ),
+        (
+            "build-from-a-fifo",
+            vec![
+                "--env".into(),
+                s(&p("fifo.yml")),
+                "-o".into(),
+                s(&p("n.qcow2")),
+            ],
+            "fifo.yml: not a regular file (a FIFO)".into(),
+        ),
+        (
+            "build-seed-equal-to-output",
+            build(&["-o", &s(&p("x.qcow2")), "--seed", &s(&p("x.qcow2"))]),
+            "are the same file".into(),
+        ),
+        (
+            "build-seed-equal-to-output-spelled-otherwise",
+            build(&[
+                "-o",
+                &s(&p("x.qcow2")),
+                "--seed",
+                &format!("{}/./x.qcow2", s(d.path())),
+            ]),
+            "are the same file".into(),
+        ),
+        (
+            "build-onto-the-env",
+            vec![
+                "--env".into(),
+                s(&env_copy),
+                "-o".into(),
+                s(&env_copy),
+                "--force".into(),
+            ],
+            "env.qcow2 is the env".into(),
+        ),
+        (
+            "build-onto-a-directory",
+            build(&["-o", &s(&p("dir.qcow2")), "--force"]),
+            "dir.qcow2 is a directory".into(),
+        ),
+        (
+            "build-onto-a-dangling-symlink",
+            build(&["-o", &s(&p("dangling.qcow2"))]),
+            "dangling.qcow2 is a symbolic link".into(),
+        ),
+        (
+            "build-into-an-unwritable-directory",
+            build(&["-o", "/proc/sys/x.qcow2"]),
+            "/proc/sys is not writable".into(),
+        ),
+        (
+            "build-option-with-a-subcommand",
+            vec!["--force".into(), "env".into(), "check".into(), s(&env)],
+            "cannot be used with '--force'".into(),
+        ),
+    ];
+    if !root {
+        // Root may write into a mode 0555 directory anyway.
+        cases.push((
+            "seed-into-a-read-only-directory",
+            seed(&p("ro/seed.iso"), &[]),
+            "is not writable".into(),
+        ));
+    }
+    let before: Vec<(PathBuf, Option<Vec<u8>>)> = fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|f| (f.clone(), contents(&f)))
+        .collect();
+    for (name, args, want) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let t = std::time::Instant::now();
+        let o = imgbuild_within(&args, 10);
+        let (out, err) = (String::from_utf8_lossy(&o.stdout), stderr(&o));
+        assert_eq!(o.status.code(), Some(2), "{name}: {err}");
+        assert!(err.contains(&want), "{name}: expected {want:?} in:\n{err}");
+        assert!(
+            !format!("{out}{err}").contains("S3CR3T"),
+            "{name}: a secret in the output"
+        );
+        assert!(t.elapsed().as_secs() < 5, "{name} took {:?}", t.elapsed());
+    }
+    // Nothing was created, replaced or removed.
+    let after: Vec<(PathBuf, Option<Vec<u8>>)> = fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|f| (f.clone(), contents(&f)))
+        .collect();
+    let mut before = before;
+    let mut after = after;
+    before.sort();
+    after.sort();
+    assert_eq!(before, after);
+    assert!(fs::symlink_metadata(p("dangling.iso"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(fs::read(&env).unwrap(), GOOD.as_bytes());
+}
+
+/// `-q` and `-v` are global: before or after a subcommand.
+#[test]
+fn quiet_and_verbose_go_anywhere() {
+    let d = tempfile::tempdir().unwrap();
+    let env = write(d.path(), "env.yml", GOOD.as_bytes());
+    let e = env.to_str().unwrap();
+    for args in [
+        vec!["-q", "env", "check", e],
+        vec!["env", "-q", "check", e],
+        vec!["env", "check", "-q", e],
+        vec!["env", "check", e, "--quiet"],
+    ] {
+        let o = imgbuild(&args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+        assert!(o.stderr.is_empty(), "{args:?}: {}", stderr(&o));
+    }
+    let out = d.path().join("s.iso");
+    for (i, args) in [
+        vec!["-v", "seed", "--env", e, "-o"],
+        vec!["seed", "-v", "--env", e, "-o"],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = out.with_extension(format!("{i}.iso"));
+        let mut args = args;
+        args.push(out.to_str().unwrap());
+        let o = imgbuild(&args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("wrote"), "{}", stderr(&o));
+        assert!(out.exists());
+    }
+    let o = imgbuild(&["-q", "-v", "env", "check", e]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+/// A temp file a killed `imgbuild seed` left (`.NAME.tmpPID`, its process
+/// gone) is removed by the next run; one of a live writer is kept.
+#[test]
+fn leftover_temp_files_of_killed_runs_are_removed() {
+    let d = tempfile::tempdir().unwrap();
+    let env = write(d.path(), "env.yml", GOOD.as_bytes());
+    let out = d.path().join("seed.iso");
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    let stale = write(d.path(), &format!(".seed.iso.tmp{dead}"), b"half a seed");
+    let live = write(
+        d.path(),
+        &format!(".seed.iso.tmp{}", std::process::id()),
+        b"being written",
+    );
+    let o = seed_cmd(&env, &out, "0", &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!stale.exists(), "the dead run's temp file is still there");
+    assert!(live.exists(), "a live writer's temp file was removed");
+    assert!(out.exists());
 }

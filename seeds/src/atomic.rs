@@ -5,6 +5,11 @@
 //! for a moment), synced, renamed over the target, and the directory synced.
 //! A failure at any point leaves either the old file or nothing, never a
 //! partial file, and removes the temporary file.
+//!
+//! A writer killed outright (SIGKILL, power loss) cannot remove its temporary
+//! file, `.NAME.tmpPID` (hidden, and never under the final name). A writer
+//! that calls [`remove_stale_temps`] first removes those of `NAME` whose
+//! process is gone; `imgbuild seed` does.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -38,10 +43,7 @@ pub fn write_atomic_with(
             format!("directory {} does not exist", dir.display()),
         ));
     }
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".tmp{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
+    let tmp = dir.join(temp_name(name, std::process::id()));
     let result = (|| {
         let mut f = OpenOptions::new()
             .write(true)
@@ -61,6 +63,75 @@ pub fn write_atomic_with(
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// `.NAME.tmpPID`: the temporary file of a write of `NAME` by process `pid`.
+fn temp_name(name: &std::ffi::OsStr, pid: u32) -> std::ffi::OsString {
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".tmp{pid}"));
+    tmp_name
+}
+
+/// Removes the temporary files that interrupted writes of `path` left
+/// behind (`.NAME.tmpPID`, regular files only) whose process no longer
+/// runs, and one of this process's own id (a leftover of an earlier process
+/// that had it). Returns how many were removed.
+///
+/// Call it before writing `path`; a temporary file of a live writer (another
+/// process writing the same file right now) is kept.
+pub fn remove_stale_temps(path: &Path) -> io::Result<usize> {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let Some(name) = path.file_name() else {
+        return Ok(0);
+    };
+    let mut prefix = temp_name(name, 0).into_vec();
+    prefix.truncate(prefix.len() - 1); // `.NAME.tmp`
+    let own = std::process::id();
+    let mut removed = 0;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let file = entry.file_name();
+        let Some(pid) = file.as_bytes().strip_prefix(prefix.as_slice()) else {
+            continue;
+        };
+        let Some(pid) = std::str::from_utf8(pid)
+            .ok()
+            .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != own && process_exists(pid) {
+            continue;
+        }
+        if entry.file_type()?.is_file() {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// Whether a process with this id exists (it may be another program that
+/// got the id since: then its temp file is kept, which is safe).
+fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks that the process exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 #[cfg(test)]
@@ -88,6 +159,37 @@ mod tests {
         let err = write_atomic_with(&p, 0o600, |_| Err(io::Error::other("boom"))).unwrap_err();
         assert_eq!(err.to_string(), "boom");
         assert_eq!(fs::read_dir(d.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn stale_temps_of_dead_writers_are_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("seed.iso");
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let live = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let stale = d.path().join(format!(".seed.iso.tmp{dead}"));
+        let own = d
+            .path()
+            .join(format!(".seed.iso.tmp{}", std::process::id()));
+        let busy = d.path().join(format!(".seed.iso.tmp{}", live.id()));
+        let other = d.path().join(format!(".other.iso.tmp{dead}"));
+        let not_ours = d.path().join(".seed.iso.tmpX1");
+        for f in [&stale, &own, &busy, &other, &not_ours] {
+            fs::write(f, b"partial").unwrap();
+        }
+        assert_eq!(remove_stale_temps(&p).unwrap(), 2);
+        assert!(!stale.exists() && !own.exists());
+        assert!(busy.exists() && other.exists() && not_ours.exists());
+        let mut live = live;
+        live.kill().unwrap();
+        live.wait().unwrap();
+        write_atomic(&p, b"x", 0o600).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"x");
     }
 
     #[test]

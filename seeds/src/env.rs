@@ -8,13 +8,22 @@
 //! there they are most likely typos.
 //!
 //! Values marked (S) in ENV.md are [`Secret`]s, and no message here ever
-//! quotes the value of a secret key.
+//! quotes the value of a secret key, nor anything below it (the keys of a
+//! secret written as a map, its tags): messages name the secret's path only
+//! (see [`crate::secret::SECRET_PATHS`]).
+//!
+//! Besides types, the values the agent acts on as root are checked here, so
+//! a bad env fails `imgbuild env check` rather than the boot: file modes,
+//! paths, owners and ssh keys, devices and sizes, git arguments, the update
+//! timer's calendar expression, control characters in anything that reaches
+//! `/run/active-env.env` (docs/env-rules.md lists every rule).
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::flatten::{flatten, Trees};
-use crate::secret::Secret;
+use crate::secret::{secret_root, Secret};
 use crate::yaml::{self, Node, Pos, Value};
 
 /// The upstream repositories used when `git.source` is not set.
@@ -241,24 +250,25 @@ impl std::error::Error for EnvErrors {}
 impl Env {
     /// Parses and validates env bytes; `origin` names the source in messages.
     pub fn parse(bytes: &[u8], origin: &str) -> Result<Env, EnvErrors> {
-        let fail = |pos: Option<Pos>, message: String| EnvErrors {
+        let fail = |pos: Option<Pos>, path: String, message: String| EnvErrors {
             origin: origin.to_string(),
-            problems: vec![Problem {
-                pos,
-                path: String::new(),
-                message,
-            }],
+            problems: vec![Problem { pos, path, message }],
         };
-        let text = yaml::decode(bytes).map_err(|e| fail(e.pos, e.message))?;
-        let doc = yaml::load(text)
-            .map_err(|e| fail(e.pos, e.message))?
+        let text = yaml::decode(bytes).map_err(|e| fail(e.pos, e.path, e.message))?;
+        let doc = yaml::load_with(text, &secret_root)
+            .map_err(|e| fail(e.pos, e.path, e.message))?
             .ok_or_else(|| {
                 fail(
                     None,
+                    String::new(),
                     "empty: an env needs at least the maps `appliance` and `ecs`".into(),
                 )
             })?;
-        let mut c = Checker::default();
+        let mut c = Checker {
+            text,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+        };
         let env = c.env(doc, text);
         if c.errors.is_empty() {
             if let Some(mut env) = env {
@@ -305,14 +315,39 @@ pub enum LoadError {
 }
 
 /// Reads a file of at most [`yaml::MAX_BYTES`], refusing larger ones without
-/// reading them whole.
+/// reading them whole, and anything but a regular file (a FIFO, a device, a
+/// directory): it is opened without blocking and its type checked first, so
+/// a FIFO with no writer cannot stall the reader.
 pub fn read_limited(path: &Path) -> Result<Vec<u8>, LoadError> {
     use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
     let io = |source| LoadError::Io {
         path: path.display().to_string(),
         source,
     };
-    let f = std::fs::File::open(path).map_err(io)?;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io)?;
+    let ft = f.metadata().map_err(io)?.file_type();
+    if !ft.is_file() {
+        let what = if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_dir() {
+            "a directory"
+        } else if ft.is_block_device() || ft.is_char_device() {
+            "a device"
+        } else if ft.is_socket() {
+            "a socket"
+        } else {
+            "not a file"
+        };
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("not a regular file ({what})"),
+        )));
+    }
     let mut bytes = Vec::new();
     f.take(yaml::MAX_BYTES as u64 + 1)
         .read_to_end(&mut bytes)
@@ -335,12 +370,25 @@ pub fn read_limited(path: &Path) -> Result<Vec<u8>, LoadError> {
 
 /// Parses a 1024-based size: `512M`, `20G`, `2T` (also `K`, and `MiB` forms).
 pub fn parse_size(s: &str) -> Option<u64> {
+    parse_size_checked(s).ok()
+}
+
+/// Why [`parse_size_checked`] refused a size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SizeError {
+    /// Not a number with a unit.
+    NotASize,
+    /// 2^64 bytes or more.
+    TooLarge,
+}
+
+/// [`parse_size`], saying whether a size is malformed or too large.
+pub fn parse_size_checked(s: &str) -> Result<u64, SizeError> {
     let s = s.trim();
     let digits = s.bytes().take_while(u8::is_ascii_digit).count();
     if digits == 0 {
-        return None;
+        return Err(SizeError::NotASize);
     }
-    let n: u64 = s[..digits].parse().ok()?;
     let unit = &s[digits..];
     let unit = unit
         .strip_suffix("iB")
@@ -351,16 +399,39 @@ pub fn parse_size(s: &str) -> Option<u64> {
         "M" | "m" => 20,
         "G" | "g" => 30,
         "T" | "t" => 40,
-        _ => return None,
+        _ => return Err(SizeError::NotASize),
     };
-    n.checked_mul(1u64 << shift)
+    let n: u64 = s[..digits].parse().map_err(|_| SizeError::TooLarge)?;
+    n.checked_mul(1u64 << shift).ok_or(SizeError::TooLarge)
 }
 
 const SIZE_HINT: &str = "use 512M, 20G, 2T";
 
+/// The smallest size accepted for a volume or `root_size`.
+pub const MIN_SIZE: u64 = 16 << 20;
+
+/// Known string keys whose values are multi-line text (tabs and newlines
+/// allowed); every other known string is one line.
+const MULTILINE: &[&str] = &[
+    "appliance.ssl.key",
+    "appliance.ssl.cert",
+    "appliance.dkim.key",
+    "appliance.backup.encrypt",
+    "appliance.extra.states",
+    "ecs.settings",
+    "ecs.vault_encrypt",
+    "ecs.vault_sign",
+];
+
+fn is_multiline(path: &str) -> bool {
+    MULTILINE.contains(&path)
+        || (path.starts_with("appliance.extra.files[") && path.ends_with("].contents"))
+}
+
 /// Walks the document, collecting problems; builds the typed model.
-#[derive(Default)]
-struct Checker {
+struct Checker<'t> {
+    /// The source, to tell how an integer was written.
+    text: &'t str,
     errors: Vec<Problem>,
     warnings: Vec<Problem>,
 }
@@ -391,22 +462,10 @@ impl<'a> MapCtx<'a> {
 }
 
 fn is_secret(path: &str) -> bool {
-    const SECRETS: &[&str] = &[
-        "appliance.ssl.key",
-        "appliance.sentry.dsn",
-        "appliance.dkim.key",
-        "appliance.backup.url",
-        "appliance.backup.mount.options",
-        "appliance.backup.encrypt",
-        "ecs.settings",
-        "ecs.vault_encrypt",
-        "ecs.vault_sign",
-    ];
-    SECRETS.contains(&path)
-        || (path.starts_with("appliance.extra.files[") && path.ends_with(".contents"))
+    secret_root(path).is_some()
 }
 
-impl Checker {
+impl Checker<'_> {
     fn error(&mut self, pos: Option<Pos>, path: &str, message: impl Into<String>) {
         self.errors.push(Problem {
             pos,
@@ -442,7 +501,7 @@ impl Checker {
                     if !known.contains(&name.as_ref()) {
                         self.warn(
                             Some(k.pos),
-                            &format!("{path}.{name}"),
+                            &format!("{path}.{}", yaml::printable(&name)),
                             "unknown key (kept and passed through; check the spelling)",
                         );
                     }
@@ -497,7 +556,20 @@ impl Checker {
     fn string_node(&mut self, n: &Node, path: &str) -> Option<String> {
         match &n.value {
             Value::Null => None,
-            Value::Str(s) => Some(s.clone()),
+            Value::Str(s) => {
+                // Other control characters are refused for every string
+                // (see `control_characters`); known keys that are not text
+                // are one line.
+                // (An ssh key's own check says more about a line break.)
+                if !is_multiline(path) && !path.starts_with("ssh_") && s.contains(['\n', '\t']) {
+                    self.error(
+                        Some(n.pos),
+                        path,
+                        "contains a line break or tab: it must be one line",
+                    );
+                }
+                Some(s.clone())
+            }
             other => {
                 let hint = if is_secret(path) {
                     String::new()
@@ -584,13 +656,33 @@ impl Checker {
         if allow_rest && text == "rest" {
             return Some(VolumePlan::Rest);
         }
-        match parse_size(&text) {
-            Some(0) => {
+        match parse_size_checked(&text) {
+            Ok(0) => {
                 self.error(Some(n.pos), path, "must be larger than zero");
                 None
             }
-            Some(bytes) => Some(VolumePlan::Size(bytes)),
-            None => {
+            Ok(bytes) if bytes < MIN_SIZE => {
+                self.error(
+                    Some(n.pos),
+                    path,
+                    format!(
+                        "{} is below the smallest size, {}M",
+                        quoted(&text),
+                        MIN_SIZE >> 20
+                    ),
+                );
+                None
+            }
+            Ok(bytes) => Some(VolumePlan::Size(bytes)),
+            Err(SizeError::TooLarge) => {
+                self.error(
+                    Some(n.pos),
+                    path,
+                    format!("{} is too large (2^64 bytes or more)", quoted(&text)),
+                );
+                None
+            }
+            Err(SizeError::NotASize) => {
                 let hint = if allow_rest {
                     format!("{SIZE_HINT}, or rest")
                 } else {
@@ -630,8 +722,8 @@ impl Checker {
             node: Some(&doc),
             path: String::new(),
         };
-        let ssh_authorized_keys = self.string_list(&top, "ssh_authorized_keys");
-        let ssh_deprecated_keys = self.string_list(&top, "ssh_deprecated_keys");
+        let ssh_authorized_keys = self.ssh_keys(&top, "ssh_authorized_keys");
+        let ssh_deprecated_keys = self.ssh_keys(&top, "ssh_deprecated_keys");
         let disable_root = top
             .get("disable_root")
             .map(|_| self.bool(&top, "disable_root", false));
@@ -651,6 +743,11 @@ impl Checker {
         }
         let appliance = self.appliance(&top);
         let ecs = self.ecs(&top);
+        for tree in ["ecs", "appliance"] {
+            if let Some(t) = doc.get(tree) {
+                self.control_characters(t, tree);
+            }
+        }
         // The units source the flattened `ecs` and `appliance` trees.
         if let Err(errs) = flatten(&doc, &Trees::appliance(), "") {
             for e in errs {
@@ -737,11 +834,19 @@ impl Checker {
         let extra = self.extra(&a);
 
         let u = self.map(&a, "update", &["automatic", "oncalendar"]);
+        let oncalendar = self.string(&u, "oncalendar");
+        if let (Some(c), Some(n)) = (&oncalendar, u.get("oncalendar")) {
+            if let Err(why) = crate::calendar::check(c) {
+                self.error(
+                    Some(n.pos),
+                    "appliance.update.oncalendar",
+                    format!("{} is not a systemd calendar expression ({why})", quoted(c)),
+                );
+            }
+        }
         let update = Update {
             automatic: self.bool(&u, "automatic", true),
-            oncalendar: self
-                .string(&u, "oncalendar")
-                .unwrap_or_else(|| DEFAULT_ONCALENDAR.to_string()),
+            oncalendar: oncalendar.unwrap_or_else(|| DEFAULT_ONCALENDAR.to_string()),
         };
         let dkim = self.map(&a, "dkim", &["key"]);
         let dkim_key = self.secret(&dkim, "key");
@@ -780,12 +885,86 @@ impl Checker {
 
     fn git(&mut self, parent: &MapCtx, default_source: &str) -> Git {
         let g = self.map(parent, "git", &["branch", "source", "commitid"]);
+        let branch = self.git_arg(&g, "branch");
+        let source = self.git_arg(&g, "source");
+        let commitid = self.git_arg(&g, "commitid");
         Git {
-            branch: self.string(&g, "branch").unwrap_or_else(|| "master".into()),
-            source: self
-                .string(&g, "source")
-                .unwrap_or_else(|| default_source.into()),
-            commitid: self.string(&g, "commitid").filter(|s| !s.is_empty()),
+            branch: branch.unwrap_or_else(|| "master".into()),
+            source: source.unwrap_or_else(|| default_source.into()),
+            commitid: commitid.filter(|s| !s.is_empty()),
+        }
+    }
+
+    /// A string that becomes an argument of `git`: never an option.
+    fn git_arg(&mut self, parent: &MapCtx, key: &str) -> Option<String> {
+        let v = self.string(parent, key)?;
+        if v.starts_with('-') {
+            self.error(
+                parent.get(key).map(|n| n.pos),
+                &parent.child(key),
+                format!(
+                    "{} starts with `-`: git would take it as an option",
+                    quoted(&v)
+                ),
+            );
+        }
+        Some(v)
+    }
+
+    /// `ssh_authorized_keys` and `ssh_deprecated_keys`: lists of OpenSSH
+    /// public key lines.
+    fn ssh_keys(&mut self, top: &MapCtx, key: &str) -> Vec<String> {
+        let keys = self.string_list(top, key);
+        if let Some(Value::Seq(items)) = top.get(key).map(|n| &n.value) {
+            for (i, (k, item)) in keys.iter().zip(items).enumerate() {
+                if let Err(why) = check_ssh_key(k) {
+                    self.error(Some(item.pos), &format!("{key}[{i}]"), why);
+                }
+            }
+        }
+        keys
+    }
+
+    /// Refuses control characters (tab and newline aside) in the strings
+    /// and keys of a tree that is flattened into `/run/active-env.env`.
+    fn control_characters(&mut self, n: &Node, path: &str) {
+        match &n.value {
+            Value::Str(s) => {
+                if let Some((i, c)) = s
+                    .chars()
+                    .enumerate()
+                    .find(|(_, c)| c.is_control() && *c != '\n' && *c != '\t')
+                {
+                    let message = if is_secret(path) {
+                        "contains a control character (not shown: it is secret); only tab and \
+                         newline may be in text"
+                            .to_string()
+                    } else {
+                        format!(
+                            "contains the control character U+{:04X} at character {}; only tab \
+                             and newline may be in text",
+                            c as u32,
+                            i + 1
+                        )
+                    };
+                    let shown = secret_root(path).unwrap_or(path).to_string();
+                    self.error(Some(n.pos), &shown, message);
+                }
+            }
+            Value::Seq(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    self.control_characters(item, &format!("{path}[{i}]"));
+                }
+            }
+            Value::Map(entries) => {
+                for (k, v) in entries {
+                    // A key's control characters make a name the shell
+                    // cannot source: the flattener reports those.
+                    let key = k.key_string();
+                    self.control_characters(v, &format!("{path}.{}", yaml::printable(&key)));
+                }
+            }
+            _ => {}
         }
     }
 
@@ -796,10 +975,24 @@ impl Checker {
             match &n.value {
                 Value::Null => {}
                 Value::Seq(items) => {
+                    let mut seen: HashMap<String, (usize, usize)> = HashMap::new();
                     for (i, item) in items.iter().enumerate() {
-                        if let Some(f) =
-                            self.extra_file(item, &format!("appliance.extra.files[{i}]"))
-                        {
+                        let path = format!("appliance.extra.files[{i}]");
+                        if let Some(f) = self.extra_file(item, &path) {
+                            if let Some((j, line)) = seen.get(&f.path) {
+                                let pos = item.get("path").map(|p| p.pos);
+                                self.error(
+                                    pos,
+                                    &format!("{path}.path"),
+                                    format!(
+                                        "{} is also the path of files[{j}] (line {line})",
+                                        quoted(&f.path)
+                                    ),
+                                );
+                            } else {
+                                let line = item.get("path").map_or(0, |p| p.pos.line);
+                                seen.insert(f.path.clone(), (i, line));
+                            }
                             files.push(f);
                         }
                     }
@@ -841,50 +1034,40 @@ impl Checker {
         };
         let file_path = self.required(&f, "path", "the absolute path of the file");
         if let (Some(p), Some(pn)) = (&file_path, f.get("path")) {
-            if !p.starts_with('/')
-                || p.split('/').any(|c| c == "..")
-                || p.contains('\0')
-                || p.ends_with('/')
-            {
+            if let Err(why) = check_file_path(p) {
                 self.error(
                     Some(pn.pos),
                     &f.child("path"),
-                    format!("{} must be an absolute file path without `..`", quoted(p)),
+                    format!("{} {why}", quoted(p)),
                 );
             }
         }
         let contents = self.string(&f, "contents").unwrap_or_default();
         let owner = self.string(&f, "owner");
         if let (Some(o), Some(on)) = (&owner, f.get("owner")) {
-            if !is_owner(o) {
+            if let Err(why) = check_owner(o) {
                 self.error(
                     Some(on.pos),
                     &f.child("owner"),
-                    format!("{} is not `user:group` or `user`", quoted(o)),
+                    format!("{} {why}", quoted(o)),
                 );
             }
         }
         let permissions = match f.get("permissions") {
             None => None,
             Some(pn) => {
-                let mode = match &pn.value {
-                    Value::Null => None,
-                    Value::Int(i) => u32::try_from(*i).ok().filter(|m| *m <= 0o7777),
-                    Value::Str(s)
-                        if !s.is_empty() && s.bytes().all(|b| (b'0'..=b'7').contains(&b)) =>
-                    {
-                        u32::from_str_radix(s, 8).ok().filter(|m| *m <= 0o7777)
+                let written = source_token(self.text, pn.pos);
+                match check_mode(&pn.value, written) {
+                    Ok(mode) => mode,
+                    Err(why) => {
+                        self.error(
+                            Some(pn.pos),
+                            &f.child("permissions"),
+                            format!("is not a file mode: {why}"),
+                        );
+                        None
                     }
-                    _ => None,
-                };
-                if mode.is_none() && pn.value != Value::Null {
-                    self.error(
-                        Some(pn.pos),
-                        &f.child("permissions"),
-                        "is not a file mode (write it in octal, e.g. 0644 or \"0600\")",
-                    );
                 }
-                mode
             }
         };
         Some(ExtraFile {
@@ -929,17 +1112,17 @@ impl Checker {
                 (None, Some(dev)) => {
                     let p = self.string_node(dev, &v.child("device"));
                     match p {
-                        Some(p) if p.starts_with("/dev/") && p.len() > 5 && !p.contains("..") => {
-                            Some(VolumePlan::Device(PathBuf::from(p)))
-                        }
-                        Some(p) => {
-                            self.error(
-                                Some(dev.pos),
-                                &v.child("device"),
-                                format!("{} is not a device path (e.g. /dev/vdb)", quoted(&p)),
-                            );
-                            None
-                        }
+                        Some(p) => match check_device(&p) {
+                            Ok(()) => Some(VolumePlan::Device(PathBuf::from(p))),
+                            Err(why) => {
+                                self.error(
+                                    Some(dev.pos),
+                                    &v.child("device"),
+                                    format!("{} {why}", quoted(&p)),
+                                );
+                                None
+                            }
+                        },
                         None => None,
                     }
                 }
@@ -996,8 +1179,8 @@ impl Checker {
         let git = self.git(&e, ECS_GIT_SOURCE);
         let docs = self.map(&e, "docs", &["git"]);
         let docs_git = self.map(&docs, "git", &["source", "branch"]);
-        let docs_git_source = self.string(&docs_git, "source");
-        let docs_git_branch = self.string(&docs_git, "branch");
+        let docs_git_source = self.git_arg(&docs_git, "source");
+        let docs_git_branch = self.git_arg(&docs_git, "branch");
         let database = self.string(&e, "database").unwrap_or_else(|| "ecs".into());
         if let Some(n) = e.get("database") {
             if !is_identifier(&database) {
@@ -1039,6 +1222,13 @@ fn check_hostname(d: &str) -> Result<(), &'static str> {
     if d.is_empty() || d.len() > 253 {
         return Err("is not a host name (1 to 253 characters)");
     }
+    if d.parse::<std::net::IpAddr>().is_ok() {
+        return Err("is an IP address: the domain must be a host name (e.g. ecs.example.org)");
+    }
+    let last = d.trim_end_matches('.').rsplit('.').next().unwrap_or("");
+    if !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("is not a host name (its last label is all digits, like an IP address)");
+    }
     for label in d.trim_end_matches('.').split('.') {
         if label.is_empty() || label.len() > 63 {
             return Err("is not a host name (empty or overlong label)");
@@ -1062,16 +1252,319 @@ fn is_package_name(p: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b))
 }
 
-fn is_owner(o: &str) -> bool {
-    let name = |s: &str| {
-        !s.is_empty()
-            && s.len() <= 32
-            && s.bytes()
+/// `user:group` or `user`; names, or numeric ids that fit `uid_t`/`gid_t`
+/// (not 4294967295, which is `(uid_t)-1`, "no change", to chown).
+fn check_owner(o: &str) -> Result<(), String> {
+    let part = |s: &str, what: &str| -> Result<(), String> {
+        if s.is_empty()
+            || s.len() > 32
+            || s.starts_with('-')
+            || !s
+                .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+        {
+            return Err(
+                "is not `user:group` or `user` (names of letters, digits, `_`, `-`, `.`)"
+                    .to_string(),
+            );
+        }
+        if s.bytes().all(|b| b.is_ascii_digit()) && s.parse::<u32>().map_or(true, |n| n == u32::MAX)
+        {
+            return Err(format!(
+                "has the {what} id {s}, which does not fit a {what} id (at most {})",
+                u32::MAX - 1
+            ));
+        }
+        Ok(())
     };
     match o.split_once(':') {
-        Some((u, g)) => name(u) && name(g),
-        None => name(o),
+        Some((u, g)) => part(u, "user").and_then(|_| part(g, "group")),
+        None => part(o, "user"),
+    }
+}
+
+/// The agent's own files, and the kernel's: an extra file may not be there.
+const RESERVED_PATHS: &[(&str, &str)] = &[
+    ("/proc", "is under /proc: the agent writes no kernel files"),
+    ("/sys", "is under /sys: the agent writes no kernel files"),
+    ("/dev", "is under /dev: the agent writes no device files"),
+    (
+        "/run/active-env.",
+        "is the active env the agent publishes (/run/active-env.*)",
+    ),
+    (
+        "/run/appliance-failed",
+        "is the agent's failure report (/run/appliance-failed)",
+    ),
+    (
+        "/run/ecs-firstboot.",
+        "is the agent's hand-off file (/run/ecs-firstboot.*)",
+    ),
+];
+
+/// Linux's PATH_MAX, counting the terminating NUL.
+const PATH_MAX: usize = 4096;
+/// Linux's NAME_MAX.
+const NAME_MAX: usize = 255;
+
+/// An `extra.files` path: absolute, normalised, of a size Linux takes, and
+/// not a kernel, device or agent file.
+fn check_file_path(p: &str) -> Result<(), String> {
+    if p.chars().any(char::is_control) {
+        return Err("contains a control character".into());
+    }
+    if !p.starts_with('/') {
+        return Err("must be an absolute file path (starting with /)".into());
+    }
+    if p.len() >= PATH_MAX {
+        return Err(format!(
+            "is longer than PATH_MAX ({} bytes at most)",
+            PATH_MAX - 1
+        ));
+    }
+    if p.ends_with('/') {
+        return Err("ends with `/`: it must name a file".into());
+    }
+    for c in p[1..].split('/') {
+        match c {
+            "" => return Err("is not normalised (it has `//`)".into()),
+            "." => return Err("is not normalised (it has a `.` component)".into()),
+            ".." => return Err("is not normalised (it has a `..` component)".into()),
+            c if c.len() > NAME_MAX => {
+                return Err(format!(
+                    "has a component longer than NAME_MAX ({NAME_MAX} bytes)"
+                ))
+            }
+            _ => {}
+        }
+    }
+    // /var/run is a symlink to /run.
+    let p = match p.strip_prefix("/var/run") {
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => format!("/run{rest}"),
+        _ => p.to_string(),
+    };
+    for (reserved, why) in RESERVED_PATHS {
+        let under = match reserved.strip_suffix('.') {
+            // A prefix of file names: /run/active-env.*
+            Some(_) => p.starts_with(reserved),
+            None => {
+                p == *reserved
+                    || p.strip_prefix(reserved)
+                        .is_some_and(|rest| rest.starts_with('/'))
+            }
+        };
+        if under {
+            return Err((*why).to_string());
+        }
+    }
+    Ok(())
+}
+
+/// The source text of the scalar at `pos` (after an anchor or a tag), to
+/// tell `0644` from `644`, which YAML 1.1 resolves to different numbers.
+fn source_token(text: &str, pos: Pos) -> Option<&str> {
+    let line = text.split('\n').nth(pos.line.checked_sub(1)?)?;
+    let start = line.char_indices().nth(pos.col.checked_sub(1)?)?.0;
+    let mut rest = &line[start..];
+    while rest.starts_with(['&', '!']) {
+        let end = rest.find([' ', '\t']).unwrap_or(rest.len());
+        rest = rest[end..].trim_start_matches([' ', '\t']);
+    }
+    let end = rest
+        .find(|c: char| c.is_whitespace() || ",]}#".contains(c))
+        .unwrap_or(rest.len());
+    Some(&rest[..end])
+}
+
+/// `permissions`: an octal mode of at most 07777, neither setuid nor
+/// setgid; `written` is how an integer was written.
+fn check_mode(v: &Value, written: Option<&str>) -> Result<Option<u32>, String> {
+    let mode = match v {
+        Value::Null => return Ok(None),
+        Value::Int(i) => {
+            let digits = written
+                .unwrap_or("")
+                .trim_matches(['"', '\''])
+                .trim_start_matches(['+', '-'])
+                .replace('_', "");
+            let radix_literal = digits == "0"
+                || digits.starts_with("0x")
+                || digits.starts_with("0b")
+                || (digits.starts_with('0') && digits.bytes().all(|b| (b'0'..=b'7').contains(&b)));
+            if !radix_literal {
+                let decimal = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+                return Err(
+                    if decimal && digits.len() <= 4 && digits.bytes().all(|b| b < b'8') {
+                        format!(
+                            "{digits} unquoted is the decimal number {digits} (mode 0{:o}); \
+                             write 0{digits} or '{digits}'",
+                            i
+                        )
+                    } else if decimal {
+                        format!(
+                            "{digits} unquoted is a decimal number; write the mode in octal, \
+                             e.g. 0644 or '0644'"
+                        )
+                    } else {
+                        "it is not written in octal; write it as 0644 or '0644'".to_string()
+                    },
+                );
+            }
+            u32::try_from(*i).map_err(|_| "write it in octal, e.g. 0644 or \"0600\"")?
+        }
+        Value::Str(s) if !s.is_empty() && s.bytes().all(|b| (b'0'..=b'7').contains(&b)) => {
+            u32::from_str_radix(s, 8).map_err(|_| "it is larger than 07777")?
+        }
+        _ => return Err("write it in octal, e.g. 0644 or \"0600\"".into()),
+    };
+    if mode > 0o7777 {
+        return Err(format!(
+            "0{mode:o} is larger than 07777 (a mode has permission, setuid, setgid and sticky \
+             bits only)"
+        ));
+    }
+    if mode & 0o6000 != 0 {
+        let which = match mode & 0o6000 {
+            0o4000 => "setuid (04000)",
+            0o2000 => "setgid (02000)",
+            _ => "setuid and setgid (06000)",
+        };
+        return Err(format!(
+            "0{mode:o} sets {which}: an extra file may not be setuid or setgid"
+        ));
+    }
+    Ok(Some(mode))
+}
+
+/// Key types `authorized_keys` takes as plain public keys.
+const SSH_KEY_TYPES: &[&str] = &[
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ssh-dss",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+];
+
+/// One OpenSSH public key line: `type base64 [comment]`, a known type, the
+/// base64 decoding to a key blob that starts with the same type; no options
+/// and no line break (which would add a line to `authorized_keys`).
+fn check_ssh_key(k: &str) -> Result<(), String> {
+    if k.contains(['\n', '\r']) {
+        return Err("contains a line break: an entry is one public key line".into());
+    }
+    if k.chars().any(char::is_control) {
+        return Err("contains a control character".into());
+    }
+    let hint = "is not an OpenSSH public key line (`type base64 [comment]`, e.g. ssh-ed25519 AAAA... user@host)";
+    let k = k.trim_matches([' ', '\t']);
+    let Some((ty, rest)) = k.split_once([' ', '\t']) else {
+        return Err(hint.into());
+    };
+    if !SSH_KEY_TYPES.contains(&ty) {
+        if ty.contains(['=', ',', '"']) || SSH_KEY_TYPES.iter().any(|t| rest.contains(t)) {
+            return Err(format!(
+                "{hint}: it starts with options; give the key alone"
+            ));
+        }
+        return Err(format!(
+            "`{}` is not a known key type ({})",
+            yaml::printable(&ty.chars().take(40).collect::<String>()),
+            SSH_KEY_TYPES.join(", ")
+        ));
+    }
+    let rest = rest.trim_start_matches([' ', '\t']);
+    let b64 = rest.split([' ', '\t']).next().unwrap_or("");
+    let blob = base64_decode(b64).ok_or_else(|| format!("{hint}: the key is not base64"))?;
+    let embedded = blob
+        .get(..4)
+        .map(|l| u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize)
+        .and_then(|n| blob.get(4..4usize.checked_add(n)?));
+    match embedded {
+        Some(t) if t == ty.as_bytes() => Ok(()),
+        Some(t) if t.len() <= 64 && t.iter().all(|b| b.is_ascii_graphic()) => Err(format!(
+            "says `{ty}` but the key is a `{}` key",
+            String::from_utf8_lossy(t)
+        )),
+        _ => Err(format!("{hint}: the base64 is not a `{ty}` key")),
+    }
+}
+
+/// Standard base64, padding optional; `None` on any other character.
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let body = s.trim_end_matches('=');
+    if s.len() - body.len() > 2 || body.len() % 4 == 1 || body.is_empty() {
+        return None;
+    }
+    if s.len() != body.len() && s.len() & 3 != 0 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(body.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for b in body.bytes() {
+        let v = match b {
+            b'A'..=b'Z' => b - b'A',
+            b'a'..=b'z' => b - b'a' + 26,
+            b'0'..=b'9' => b - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+/// A `device:` value: a disk's path under /dev, as written (no spaces).
+fn check_device(p: &str) -> Result<(), String> {
+    let hint = "(e.g. /dev/vdb, /dev/nvme1n1 or /dev/disk/by-id/...)";
+    if p.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "has spaces or control characters: it must be a disk's path {hint}"
+        ));
+    }
+    let Some(rel) = p.strip_prefix("/dev/").filter(|r| !r.is_empty()) else {
+        return Err(format!("is not a device path {hint}"));
+    };
+    if rel.ends_with('/')
+        || rel
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Err(format!("is not a normalised device path {hint}"));
+    }
+    let num = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let letters = |s: &str| (1..=3).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_lowercase());
+    let parts: Vec<&str> = rel.split('/').collect();
+    let disk = match parts.as_slice() {
+        [name] => {
+            ["sd", "vd", "xvd", "hd"]
+                .iter()
+                .any(|pre| name.strip_prefix(pre).is_some_and(letters))
+                || name
+                    .strip_prefix("nvme")
+                    .and_then(|r| r.split_once('n'))
+                    .is_some_and(|(c, n)| num(c) && num(n))
+                || ["mmcblk", "md", "dm-", "loop"]
+                    .iter()
+                    .any(|pre| name.strip_prefix(pre).is_some_and(num))
+        }
+        ["mapper", name] => !name.is_empty() && *name != "control",
+        ["disk", by, _] => by.starts_with("by-"),
+        _ => false,
+    };
+    if disk {
+        Ok(())
+    } else {
+        Err(format!("does not name a disk {hint}"))
     }
 }
 

@@ -9,12 +9,21 @@
 //!
 //! Where the original printed something a shell cannot source (a name that is
 //! not a shell variable name, or two keys that collide once upper-cased), this
-//! refuses the env and names the key instead.
+//! refuses the env and names the key instead; a key below a secret (a secret
+//! written as a map) is never named, only the secret's path.
+//!
+//! The output is bounded ([`MAX_FLAT_BYTES`]): every name repeats its
+//! parents' keys, so a long key over many children, or aliases, could
+//! otherwise make gigabytes from a small document.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::yaml::{python_float_repr, Node, Pos, Value};
+use crate::secret::secret_root;
+use crate::yaml::{printable, python_float_repr, Node, Pos, Value};
+
+/// Most bytes of flattened names, paths and values made from one document.
+pub const MAX_FLAT_BYTES: usize = 4 * crate::yaml::MAX_BYTES;
 
 /// Which top-level trees to print.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,42 +86,86 @@ struct Entry {
 pub fn flatten(doc: &Node, trees: &Trees, prefix: &str) -> Result<String, Vec<FlattenError>> {
     let mut out = String::new();
     let mut errors = Vec::new();
-    let groups: Vec<Vec<Entry>> = match trees {
-        Trees::All => vec![collect(doc, "", "")],
-        Trees::Named(names) => names
-            .iter()
-            .filter_map(|name| {
-                doc.get(name)
-                    .map(|tree| collect(tree, name.as_str(), name.as_str()))
-            })
-            .collect(),
+    let mut w = Walk {
+        out: Vec::new(),
+        budget: MAX_FLAT_BYTES,
+        over: None,
     };
+    let mut groups: Vec<Vec<Entry>> = Vec::new();
+    match trees {
+        Trees::All => {
+            walk(doc, "", "", &mut w);
+            groups.push(std::mem::take(&mut w.out));
+        }
+        Trees::Named(names) => {
+            for name in names {
+                if let Some(tree) = doc.get(name) {
+                    let shown = printable(name);
+                    walk(tree, name, &shown, &mut w);
+                    groups.push(std::mem::take(&mut w.out));
+                }
+            }
+        }
+    }
+    if let Some((pos, path)) = w.over {
+        return Err(vec![too_large(pos, path)]);
+    }
     let mut seen: BTreeMap<String, (String, Pos)> = BTreeMap::new();
     for mut group in groups {
         group.sort_by(|a, b| a.joined.as_bytes().cmp(b.joined.as_bytes()));
         for e in group {
             let name = e.joined.to_uppercase();
             if !is_shell_name(&name) {
-                errors.push(FlattenError {
-                    pos: e.pos,
-                    path: e.path.clone(),
-                    message: format!(
-                        "makes the variable name `{name}`, which a shell cannot source \
-                         (use letters, digits and `_` in keys)"
-                    ),
+                errors.push(match below_secret(&e.path) {
+                    Some(root) => FlattenError {
+                        pos: e.pos,
+                        path: root.to_string(),
+                        message: "a key in it makes a variable name a shell cannot source \
+                                  (not shown: it is secret; a secret is one string, not a map)"
+                            .into(),
+                    },
+                    None => FlattenError {
+                        pos: e.pos,
+                        path: e.path.clone(),
+                        message: format!(
+                            "makes the variable name `{}`, which a shell cannot source \
+                             (use letters, digits and `_` in keys)",
+                            printable(&name)
+                        ),
+                    },
                 });
                 continue;
             }
             if let Some((other, other_pos)) = seen.get(&name) {
-                errors.push(FlattenError {
-                    pos: e.pos,
-                    path: e.path.clone(),
-                    message: format!(
-                        "collides with `{other}` (line {}): both become `{name}`",
-                        other_pos.line
-                    ),
+                let (mine, theirs) = (below_secret(&e.path), below_secret(other));
+                errors.push(match (mine, theirs) {
+                    (None, None) => FlattenError {
+                        pos: e.pos,
+                        path: e.path.clone(),
+                        message: format!(
+                            "collides with `{other}` (line {}): both become `{name}`",
+                            other_pos.line
+                        ),
+                    },
+                    _ => FlattenError {
+                        pos: e.pos,
+                        path: mine.unwrap_or(&e.path).to_string(),
+                        message: format!(
+                            "{} collides with {} (line {}): both become the same variable \
+                             (not shown: it is secret)",
+                            if mine.is_some() { "a key in it" } else { "it" },
+                            match theirs {
+                                Some(root) => format!("a key in `{root}`"),
+                                None => format!("`{other}`"),
+                            },
+                            other_pos.line
+                        ),
+                    },
                 });
                 continue;
+            }
+            if out.len() + prefix.len() + name.len() + e.value.len() + 2 > MAX_FLAT_BYTES {
+                return Err(vec![too_large(e.pos, e.path)]);
             }
             seen.insert(name.clone(), (e.path.clone(), e.pos));
             out.push_str(prefix);
@@ -129,11 +182,48 @@ pub fn flatten(doc: &Node, trees: &Trees, prefix: &str) -> Result<String, Vec<Fl
     }
 }
 
-/// Collects the entries below `node`, whose joined name so far is `joined`.
-fn collect(node: &Node, joined: &str, path: &str) -> Vec<Entry> {
-    let mut out = Vec::new();
-    walk(node, joined, path, &mut out);
-    out
+/// The secret that `path` lies strictly below (a key of a secret map).
+fn below_secret(path: &str) -> Option<&str> {
+    secret_root(path).filter(|r| r.len() < path.len())
+}
+
+fn too_large(pos: Pos, path: String) -> FlattenError {
+    FlattenError {
+        pos,
+        path: secret_root(&path).unwrap_or(&path).to_string(),
+        message: format!(
+            "the flattened env would be larger than {} MiB (long keys or values, repeated \
+             by nesting or aliases)",
+            MAX_FLAT_BYTES >> 20
+        ),
+    }
+}
+
+/// The entries collected so far, and what may still be spent on names,
+/// paths and values; `over` is where the budget ran out.
+struct Walk {
+    out: Vec<Entry>,
+    budget: usize,
+    over: Option<(Pos, String)>,
+}
+
+impl Walk {
+    /// Spends `n` bytes; false (and walking stops) once the budget is gone.
+    fn spend(&mut self, n: usize, pos: Pos, path: &str) -> bool {
+        if self.over.is_some() {
+            return false;
+        }
+        match self.budget.checked_sub(n) {
+            Some(left) => {
+                self.budget = left;
+                true
+            }
+            None => {
+                self.over = Some((pos, path.to_string()));
+                false
+            }
+        }
+    }
 }
 
 fn join(a: &str, b: &str) -> String {
@@ -152,36 +242,59 @@ fn join_path(a: &str, b: &str) -> String {
     }
 }
 
-fn walk(node: &Node, joined: &str, path: &str, out: &mut Vec<Entry>) {
+/// Collects the entries below `node` into `w.out`; `joined` is the name so
+/// far, `path` the key path for messages.
+fn walk(node: &Node, joined: &str, path: &str, w: &mut Walk) {
     match &node.value {
         Value::Map(entries) => {
             for (k, v) in entries {
                 let key = k.key_string();
-                walk(v, &join(joined, &key), &join_path(path, &key), out);
+                // Charged before the strings are made.
+                if !w.spend(2 * (joined.len() + key.len() + 1), k.pos, path) {
+                    return;
+                }
+                walk(
+                    v,
+                    &join(joined, &key),
+                    &join_path(path, &printable(&key)),
+                    w,
+                );
             }
         }
         Value::Seq(items) => {
             for (i, item) in items.iter().enumerate() {
+                if !w.spend(2 * (joined.len() + 24), item.pos, path) {
+                    return;
+                }
                 walk(
                     item,
                     &join(joined, &i.to_string()),
                     &format!("{path}[{i}]"),
-                    out,
+                    w,
                 );
             }
-            out.push(Entry {
+            if !w.spend(2 * (joined.len() + 24), node.pos, path) {
+                return;
+            }
+            w.out.push(Entry {
                 joined: join(joined, "LEN"),
                 path: path.to_string(),
                 pos: node.pos,
                 value: items.len().to_string(),
             });
         }
-        scalar => out.push(Entry {
-            joined: joined.to_string(),
-            path: path.to_string(),
-            pos: node.pos,
-            value: scalar_text(scalar),
-        }),
+        scalar => {
+            let value = scalar_text(scalar);
+            if !w.spend(value.len(), node.pos, path) {
+                return;
+            }
+            w.out.push(Entry {
+                joined: joined.to_string(),
+                path: path.to_string(),
+                pos: node.pos,
+                value,
+            })
+        }
     }
 }
 

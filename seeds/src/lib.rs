@@ -5,6 +5,7 @@
 
 pub mod atomic;
 pub mod cachedir;
+pub mod calendar;
 pub mod cmd;
 pub mod env;
 pub mod fat;

@@ -7,8 +7,13 @@
 //! column, where a serde deserializer stops at the first), PyYAML's exact
 //! implicit types (`yes/no/on/off`, `0644` octal, `0x1F`, `1_000`, `12:30`
 //! base 60, dates, `1e3` staying a string), merge keys, and hard limits for
-//! untrusted input (size, nesting depth, total nodes after alias expansion,
-//! so a "billion laughs" document fails at once instead of eating memory).
+//! untrusted input (size, nesting depth, total nodes and total bytes of text
+//! after alias expansion, so a "billion laughs" document, or one long string
+//! referenced a few thousand times, fails at once instead of eating memory).
+//!
+//! [`load_with`] is told which key paths hold secrets: a problem at or below
+//! such a path (a duplicate key of a secret written as a map, a tag on a
+//! secret) is reported under the secret's path, never with its keys or tags.
 //!
 //! Tags: the standard `!!str`, `!!int`, `!!float`, `!!bool`, `!!null`, `!!map`,
 //! `!!seq` (and `!!binary` kept as text) are honoured; any other tag is
@@ -26,6 +31,9 @@ pub const MAX_BYTES: usize = 4 << 20;
 pub const MAX_DEPTH: usize = 64;
 /// Most nodes in the document after aliases are expanded.
 pub const MAX_NODES: usize = 200_000;
+/// Most bytes of scalar text (values and keys) in the document after
+/// aliases are expanded: four times the largest file.
+pub const MAX_EXPANDED_BYTES: usize = 4 * MAX_BYTES;
 
 /// A position in the source: 1-based line and column.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -114,11 +122,15 @@ impl Node {
     }
 }
 
-/// Why a document could not be loaded. Messages never quote document content.
+/// Why a document could not be loaded. Messages never quote document
+/// content (a key is named only outside every secret).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoadError {
     /// Where the problem is, when known.
     pub pos: Option<Pos>,
+    /// The key path where it is (`appliance.storage`), when known; under a
+    /// secret, the secret's path. Not part of `Display`.
+    pub path: String,
     pub message: String,
 }
 
@@ -136,9 +148,41 @@ impl std::error::Error for LoadError {}
 fn err(pos: Option<Pos>, message: impl Into<String>) -> LoadError {
     LoadError {
         pos,
+        path: String::new(),
         message: message.into(),
     }
 }
+
+/// `s` as a message may name a key: control characters escaped (`\u{1b}`),
+/// so none reaches a terminal raw, and cut to [`SHOWN_KEY_CHARS`].
+pub fn printable(s: &str) -> Cow<'_, str> {
+    let long = s.len() > SHOWN_KEY_CHARS && s.chars().count() > SHOWN_KEY_CHARS;
+    if !long && !s.chars().any(char::is_control) {
+        return Cow::Borrowed(s);
+    }
+    let mut out: String = s
+        .chars()
+        .take(SHOWN_KEY_CHARS)
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect();
+    if long {
+        out.push('…');
+    }
+    Cow::Owned(out)
+}
+
+/// The most characters of a key a message shows.
+pub const SHOWN_KEY_CHARS: usize = 64;
+
+/// Which key paths hold secrets: the secret path that a path is or lies
+/// below, if any (see [`crate::secret::secret_root`]).
+pub type SecretRoot<'f> = &'f dyn for<'p> Fn(&'p str) -> Option<&'p str>;
 
 /// Decodes the bytes of an env file: UTF-8 (a BOM is skipped), within [`MAX_BYTES`].
 pub fn decode(bytes: &[u8]) -> Result<&str, LoadError> {
@@ -166,10 +210,33 @@ pub fn decode(bytes: &[u8]) -> Result<&str, LoadError> {
 /// Loads a single-document YAML stream. `Ok(None)` when the stream holds no
 /// document at all (empty, or only comments).
 pub fn load(text: &str) -> Result<Option<Node>, LoadError> {
+    load_with(text, &|_| None)
+}
+
+/// [`load`], with `secret` naming the key paths whose keys, values and tags
+/// no message may show.
+pub fn load_with(text: &str, secret: SecretRoot) -> Result<Option<Node>, LoadError> {
     if text.len() > MAX_BYTES {
         return Err(err(None, "file is too large"));
     }
-    let mut builder = Builder::default();
+    let mut builder = Builder {
+        secret,
+        stack: Vec::new(),
+        root: None,
+        anchors: HashMap::new(),
+        nodes: 0,
+        bytes: 0,
+    };
+    load_events(text, &mut builder).map_err(|mut e| {
+        if e.path.is_empty() {
+            e.path = builder.shown_path();
+        }
+        e
+    })?;
+    Ok(builder.root)
+}
+
+fn load_events(text: &str, builder: &mut Builder) -> Result<(), LoadError> {
     let mut docs = 0usize;
     for item in Parser::new_from_str(text) {
         let (event, span) = item.map_err(|e| {
@@ -200,54 +267,61 @@ pub fn load(text: &str) -> Result<Option<Node>, LoadError> {
                     .get(&id)
                     .cloned()
                     .ok_or_else(|| err(Some(pos), "alias to an unknown anchor"))?;
-                builder.count(node.1, pos)?;
+                // Counted before the subtree is copied.
+                builder.count(node.1, node.2, pos)?;
                 builder.push(node.0)?;
             }
             Event::Scalar(text, style, anchor, tag) => {
-                let value = resolve_scalar(&text, style, tag.as_deref(), pos)?;
-                builder.count(1, pos)?;
+                builder.count(1, text.len(), pos)?;
+                let redact = builder.in_secret();
+                let value = resolve_scalar(&text, style, tag.as_deref(), pos, redact)?;
                 let node = Node { value, pos };
                 if anchor > 0 {
-                    builder.anchors.insert(anchor, (node.clone(), 1));
+                    builder
+                        .anchors
+                        .insert(anchor, (node.clone(), 1, text.len()));
                 }
                 builder.push(node)?;
             }
             Event::SequenceStart(anchor, tag) => {
-                check_collection_tag(tag.as_deref(), "seq", pos)?;
+                check_collection_tag(tag.as_deref(), "seq", pos, builder.in_secret())?;
                 builder.open(Value::Seq(Vec::new()), pos, anchor)?;
             }
             Event::MappingStart(anchor, tag) => {
-                check_collection_tag(tag.as_deref(), "map", pos)?;
+                check_collection_tag(tag.as_deref(), "map", pos, builder.in_secret())?;
                 builder.open(Value::Map(Vec::new()), pos, anchor)?;
             }
             Event::SequenceEnd | Event::MappingEnd => builder.close()?,
         }
     }
-    Ok(builder.root)
+    Ok(())
 }
 
-/// An open collection: the node being filled, its anchor, the node count when
-/// it opened, and for maps a key waiting for its value.
+/// An open collection: the node being filled, its anchor, the node and byte
+/// counts when it opened, and for maps a key waiting for its value.
 struct Open {
     node: Node,
     anchor: usize,
     nodes_at_start: usize,
+    bytes_at_start: usize,
     pending_key: Option<Node>,
     merges: Vec<(Node, Pos)>,
 }
 
-#[derive(Default)]
-struct Builder {
+struct Builder<'f> {
+    secret: SecretRoot<'f>,
     stack: Vec<Open>,
     root: Option<Node>,
-    /// Anchored nodes with the number of nodes each contains.
-    anchors: HashMap<usize, (Node, usize)>,
+    /// Anchored nodes with the number of nodes and bytes of text each contains.
+    anchors: HashMap<usize, (Node, usize, usize)>,
     nodes: usize,
+    bytes: usize,
 }
 
-impl Builder {
-    fn count(&mut self, n: usize, pos: Pos) -> Result<(), LoadError> {
+impl Builder<'_> {
+    fn count(&mut self, n: usize, bytes: usize, pos: Pos) -> Result<(), LoadError> {
         self.nodes = self.nodes.saturating_add(n);
+        self.bytes = self.bytes.saturating_add(bytes);
         if self.nodes > MAX_NODES {
             return Err(err(
                 Some(pos),
@@ -257,7 +331,47 @@ impl Builder {
                 ),
             ));
         }
+        if self.bytes > MAX_EXPANDED_BYTES {
+            return Err(err(
+                Some(pos),
+                format!(
+                    "document too large once aliases are expanded (more than {} MiB of text): \
+                     refusing a possible alias bomb",
+                    MAX_EXPANDED_BYTES >> 20
+                ),
+            ));
+        }
         Ok(())
+    }
+
+    /// The key path of the node that comes next (for a map key: the map's).
+    fn path(&self) -> String {
+        let mut path = String::new();
+        for open in &self.stack {
+            match &open.node.value {
+                Value::Seq(items) => path.push_str(&format!("[{}]", items.len())),
+                Value::Map(_) => match &open.pending_key {
+                    Some(k) => {
+                        if !path.is_empty() {
+                            path.push('.');
+                        }
+                        path.push_str(&printable(&k.key_string()));
+                    }
+                    None => break,
+                },
+                _ => break,
+            }
+        }
+        path
+    }
+
+    /// [`Builder::path`] as a message may show it: cut at a secret's path.
+    fn shown_path(&self) -> String {
+        redact_path(&self.path(), self.secret)
+    }
+
+    fn in_secret(&self) -> bool {
+        (self.secret)(&self.path()).is_some()
     }
 
     fn open(&mut self, value: Value, pos: Pos, anchor: usize) -> Result<(), LoadError> {
@@ -267,11 +381,12 @@ impl Builder {
                 format!("nested too deeply (more than {MAX_DEPTH} levels)"),
             ));
         }
-        self.count(1, pos)?;
+        self.count(1, 0, pos)?;
         self.stack.push(Open {
             node: Node { value, pos },
             anchor,
             nodes_at_start: self.nodes - 1,
+            bytes_at_start: self.bytes,
             pending_key: None,
             merges: Vec::new(),
         });
@@ -289,12 +404,18 @@ impl Builder {
         }
         if open.anchor > 0 {
             let size = self.nodes - open.nodes_at_start;
-            self.anchors.insert(open.anchor, (node.clone(), size));
+            let bytes = self.bytes - open.bytes_at_start;
+            self.anchors
+                .insert(open.anchor, (node.clone(), size, bytes));
         }
         self.push(node)
     }
 
     fn push(&mut self, node: Node) -> Result<(), LoadError> {
+        // The path of the value being pushed: for a map's value, it ends
+        // with its key (a duplicate key is reported there).
+        let here = self.path();
+        let secret = self.secret;
         let Some(top) = self.stack.last_mut() else {
             self.root = Some(node);
             return Ok(());
@@ -318,14 +439,31 @@ impl Builder {
                         if let Some((first, _)) = entries.iter().find(|(k, _)| {
                             k.value == key.value && k.key_string() == key.key_string()
                         }) {
-                            return Err(err(
-                                Some(key.pos),
-                                format!(
-                                    "duplicate key `{}` (first at line {})",
-                                    key.key_string(),
-                                    first.pos.line
+                            let name = key.key_string();
+                            let name = printable(&name);
+                            let path = here;
+                            let mut e = match secret(&path).filter(|r| r.len() < path.len()) {
+                                Some(root) => LoadError {
+                                    pos: Some(key.pos),
+                                    path: root.to_string(),
+                                    message: format!(
+                                        "a key in it appears twice (first at line {}; \
+                                         not shown: it is secret)",
+                                        first.pos.line
+                                    ),
+                                },
+                                None => err(
+                                    Some(key.pos),
+                                    format!(
+                                        "duplicate key `{name}` (first at line {})",
+                                        first.pos.line
+                                    ),
                                 ),
-                            ));
+                            };
+                            if e.path.is_empty() {
+                                e.path = path;
+                            }
+                            return Err(e);
                         }
                         entries.push((key, node));
                     }
@@ -335,6 +473,12 @@ impl Builder {
         }
         Ok(())
     }
+}
+
+/// `path` cut at the secret it is or lies below (`ecs.settings.KEY` →
+/// `ecs.settings`).
+pub fn redact_path(path: &str, secret: SecretRoot) -> String {
+    secret(path).unwrap_or(path).to_string()
 }
 
 fn key_is_merge(_key: &Node) -> bool {
@@ -385,13 +529,29 @@ fn apply_merges(node: &mut Node, merges: Vec<(Node, Pos)>) -> Result<(), LoadErr
     Ok(())
 }
 
-fn check_collection_tag(tag: Option<&Tag>, want: &str, pos: Pos) -> Result<(), LoadError> {
+/// The tag as a message shows it: never under a secret.
+fn tag_name(t: &Tag, redact: bool) -> String {
+    if redact {
+        " (not shown: it is on a secret)".to_string()
+    } else if is_core(t) {
+        format!(" `!!{}`", printable(&t.suffix))
+    } else {
+        format!(" `{}{}`", printable(&t.handle), printable(&t.suffix))
+    }
+}
+
+fn check_collection_tag(
+    tag: Option<&Tag>,
+    want: &str,
+    pos: Pos,
+    redact: bool,
+) -> Result<(), LoadError> {
     match tag {
         None => Ok(()),
         Some(t) if is_core(t) && t.suffix == want => Ok(()),
         Some(t) => Err(err(
             Some(pos),
-            format!("unsupported tag `{}{}`", t.handle, t.suffix),
+            format!("unsupported tag{}", tag_name(t, redact)),
         )),
     }
 }
@@ -405,6 +565,7 @@ fn resolve_scalar(
     style: ScalarStyle,
     tag: Option<&Tag>,
     pos: Pos,
+    redact: bool,
 ) -> Result<Value, LoadError> {
     if let Some(t) = tag {
         if !is_core(t) {
@@ -414,13 +575,13 @@ fn resolve_scalar(
             }
             return Err(err(
                 Some(pos),
-                format!("unsupported tag `{}{}`", t.handle, t.suffix),
+                format!("unsupported tag{}", tag_name(t, redact)),
             ));
         }
         let bad = || {
             err(
                 Some(pos),
-                format!("value does not match its tag `!!{}`", t.suffix),
+                format!("value does not match its tag{}", tag_name(t, redact)),
             )
         };
         return match t.suffix.as_str() {
@@ -440,7 +601,10 @@ fn resolve_scalar(
                 v @ Value::Timestamp(_) => Ok(v),
                 _ => Err(bad()),
             },
-            other => Err(err(Some(pos), format!("unsupported tag `!!{other}`"))),
+            _ => Err(err(
+                Some(pos),
+                format!("unsupported tag{}", tag_name(t, redact)),
+            )),
         };
     }
     match style {
@@ -917,6 +1081,47 @@ mod tests {
     }
 
     #[test]
+    fn string_alias_bomb_counts_bytes() {
+        let src = format!(
+            "big: &b \"{}\"\nl: [{}]\n",
+            "x".repeat(1 << 20),
+            vec!["*b"; 100].join(", ")
+        );
+        let e = load(&src).unwrap_err();
+        assert!(e.message.contains("MiB of text"), "{e}");
+        assert_eq!(e.path, "l[14]");
+        assert_eq!(e.pos.map(|p| p.line), Some(2));
+        // Sixteen copies fit.
+        let ok = src.replace(&vec!["*b"; 100].join(", "), &vec!["*b"; 14].join(", "));
+        load(&ok).unwrap();
+    }
+
+    #[test]
+    fn problems_below_a_secret_name_only_the_secret() {
+        let secret: SecretRoot = &|p: &str| p.strip_prefix("s").map(|_| &p[..1]);
+        let e = load_with("s: {k9: 1, k9: 2}\n", secret).unwrap_err();
+        assert_eq!(e.path, "s");
+        assert!(!e.to_string().contains("k9"), "{e}");
+        let e = load_with("s: !k9 x\n", secret).unwrap_err();
+        assert_eq!(
+            (e.path.as_str(), e.to_string().contains("k9")),
+            ("s", false)
+        );
+        let e = load_with("s: [{!k9 a: 1}]\n", secret).unwrap_err();
+        assert_eq!(
+            (e.path.as_str(), e.to_string().contains("k9")),
+            ("s", false)
+        );
+        // Outside the secret, names are shown (escaped).
+        let e = load_with("t: {\"k\\e\": 1, \"k\\e\": 2}\n", secret).unwrap_err();
+        assert_eq!(e.path, "t.k\\u{1b}");
+        assert!(e.message.contains("duplicate key `k\\u{1b}`"), "{e}");
+        let e = load_with("t: !k9 x\n", secret).unwrap_err();
+        assert!(e.message.contains("`!k9`"), "{e}");
+        assert_eq!(printable(&"k".repeat(100)).chars().count(), 65);
+    }
+
+    #[test]
     fn depth_limit() {
         let src = format!("a: {}{}\n", "[".repeat(100), "]".repeat(100));
         let e = load(&src).unwrap_err();
@@ -934,6 +1139,9 @@ mod tests {
     fn duplicate_keys_refused() {
         let e = load("a: 1\nb: 2\na: 3\n").unwrap_err();
         assert_eq!(e.to_string(), "3:1: duplicate key `a` (first at line 1)");
+        assert_eq!(e.path, "a");
+        let e = load("a: [{b: 1, b: 2}]\n").unwrap_err();
+        assert_eq!(e.path, "a[0].b");
     }
 
     #[test]

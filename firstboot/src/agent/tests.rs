@@ -12,7 +12,7 @@ use std::os::unix::fs::MetadataExt;
 const MIB: u64 = 1 << 20;
 
 const ENV: &str = r#"#cloud-config
-ssh_authorized_keys: ["ssh-ed25519 AAAANEW admin@example"]
+ssh_authorized_keys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIF0 admin@example"]
 appliance:
   domain: ecs.example.org
   storage:
