@@ -18,7 +18,7 @@ use std::process::Command;
 const APP: (u32, u32) = (999, 998);
 
 const ENV: &str = r#"#cloud-config
-ssh_authorized_keys: ["ssh-ed25519 AAAANEW admin@example"]
+ssh_authorized_keys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAANEW admin@example"]
 appliance:
   domain: ecs.example.org
   metric: {gui: true}
@@ -176,7 +176,7 @@ impl World {
         );
         assert_eq!(
             fs::read_to_string(self.root.join("root/.ssh/authorized_keys")).unwrap(),
-            "ssh-ed25519 AAAANEW admin@example\n"
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAANEW admin@example\n"
         );
         assert_eq!(
             fs::read_to_string(self.root.join("etc/app/ok.conf")).unwrap(),
@@ -242,7 +242,7 @@ fn hard_linked_authorized_keys_is_replaced_not_read_or_chowned() {
     assert_eq!(mode_owner(&keys), (0o600, APP.0, APP.1));
     assert_eq!(
         fs::read_to_string(&keys).unwrap(),
-        "ssh-ed25519 AAAANEW admin@example\n",
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAANEW admin@example\n",
         "the linked file's content was copied"
     );
     assert!(

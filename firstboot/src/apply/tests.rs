@@ -9,9 +9,9 @@ use std::os::unix::fs::MetadataExt;
 
 const ENV: &str = r#"#cloud-config
 ssh_authorized_keys:
-  - ssh-ed25519 AAAANEW admin@example
-  - ssh-ed25519 AAAAKEEP dup@example
-ssh_deprecated_keys: ["ssh-rsa AAAAOLD old@example"]
+  - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAANEW admin@example
+  - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAKEEP dup@example
+ssh_deprecated_keys: ["ssh-rsa AAAAB3NzaC1yc2EAAAAOLD old@example"]
 appliance:
   domain: ecs.example.org
   metric: {exporter: true, gui: yes}
@@ -65,7 +65,7 @@ fn root() -> tempfile::TempDir {
     .unwrap();
     fs::write(
         r.join("root/.ssh/authorized_keys"),
-        "ssh-rsa AAAAOLD old@example\nno-pty ssh-ed25519 AAAAKEEP operator@site\n",
+        "ssh-rsa AAAAB3NzaC1yc2EAAAAOLD old@example\nno-pty ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAKEEP operator@site\n",
     )
     .unwrap();
     fs::write(r.join("app/etc/flags/metric.server"), "").unwrap();
@@ -126,7 +126,7 @@ fn applies_and_then_changes_nothing() {
     let rk = fs::read_to_string(r.join("root/.ssh/authorized_keys")).unwrap();
     assert_eq!(
         rk,
-        "no-pty ssh-ed25519 AAAAKEEP operator@site\nssh-ed25519 AAAANEW admin@example\n"
+        "no-pty ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAKEEP operator@site\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAANEW admin@example\n"
     );
     assert_eq!(mode(&r.join("root/.ssh")), (0o700, ru, rg));
     assert_eq!(mode(&r.join("root/.ssh/authorized_keys")), (0o600, ru, rg));
@@ -135,7 +135,7 @@ fn applies_and_then_changes_nothing() {
     assert_eq!(mode(&r.join("app/.ssh/authorized_keys")), (0o600, au, ag));
     assert_eq!(
         fs::read_to_string(r.join("app/.ssh/authorized_keys")).unwrap(),
-        "ssh-ed25519 AAAANEW admin@example\nssh-ed25519 AAAAKEEP dup@example\n"
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAANEW admin@example\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAKEEP dup@example\n"
     );
     // extra files, parents created 0755.
     assert_eq!(
@@ -241,12 +241,12 @@ fn deprecated_keys_removed_without_new_keys() {
     let d = root();
     let r = d.path();
     let src = ENV.replace(
-        "ssh_authorized_keys:\n  - ssh-ed25519 AAAANEW admin@example\n  - ssh-ed25519 AAAAKEEP dup@example\n",
+        "ssh_authorized_keys:\n  - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAANEW admin@example\n  - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAKEEP dup@example\n",
         "",
     )
     .replace(
-        "[\"ssh-rsa AAAAOLD old@example\"]",
-        "[\"ssh-ed25519 AAAAKEEP some-other-comment\", \"ssh-rsa AAAAOLD\"]",
+        "[\"ssh-rsa AAAAB3NzaC1yc2EAAAAOLD old@example\"]",
+        "[\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAKEEP some-other-comment\", \"ssh-rsa AAAAB3NzaC1yc2EAAAAOLD\"]",
     );
     let c = apply(&env(&src), &t(r)).unwrap();
     assert_eq!(
