@@ -108,7 +108,7 @@ dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", 
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 qemu = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
 nb = med(boot["noop"], 0)
-print(f"""## The first-boot agent in QEMU (issue 5, `bench/agent-runs.sh`)
+print(f"""## The first-boot agent in QEMU (`bench/agent-runs.sh`)
 
 Written by `bench/agent-runs.sh` on {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC:
 `sudo BOOTS={boots} RUNS={runs} FIRMWARE={fw} bench/agent-runs.sh`, commit
@@ -125,7 +125,7 @@ it ran, then its wall time).
 {row("boot settled, warm caches (a no-op run)", settled["warm"])}
 {row("boot settled, caches dropped first (a no-op run)", settled["cold"])}
 
-Targets (issue 5): first boot without mkfs under 1 s; a boot with nothing
+Targets: first boot without mkfs under 1 s; a boot with nothing
 to do under 100 ms. At boot the agent starts with `basic.target`, beside
 dbus, logind and the other early units, on two emulated CPUs, with cold
 caches: its no-op median here is {nb:.0f} ms. With the boot settled the same

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmarks the disk stage (issue 4): a ready root tree → bootable qcow2, and
+# Benchmarks the disk stage: a ready root tree → bootable qcow2, and
 # prints a Markdown section for BENCHMARKS.md on stdout (progress on stderr).
 #
 #   bench/disk.sh [--tree DIR] [--runs N]
@@ -108,7 +108,7 @@ cz_size=$(stat -c %s "$work/cz/ecs.qcow2")
 
 tree_size=$(du -sm "$tree" | cut -f1)
 cat <<EOF
-## Disk stage (issue 4): root tree → qcow2
+## Disk stage: root tree → qcow2
 
 Measured $(date -u +%Y-%m-%d) on $(nproc) cores (load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)),
 with \`bench/disk.sh --runs $runs\` (tree: $tree, ${tree_size} MiB, $(find "$tree" | wc -l) entries).

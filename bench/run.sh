@@ -31,7 +31,7 @@
 # Needs root and Debian 12 with network access to deb.debian.org. Installs
 # what it needs (idempotently): scripts/install-host-deps.sh, mkosi 24.3
 # with systemd-boot, kmod and cpio from bookworm-backports (as
-# ../shared/reference/mkosi/README.md says), grub-common/grub-pc-bin (mkosi's
+# mkosi's own documentation asks), grub-common/grub-pc-bin (mkosi's
 # BIOS boot uses the host's grub-mkimage), python3-yaml and time.
 #
 # Fairness: every tool gets a warm package cache (downloads are not
@@ -468,7 +468,7 @@ num() { [ "$1" != n/a ] && [ -n "$1" ] && echo "$1" || echo -1; }
 
 {
 cat <<EOF
-## imgbuild beside mkosi 24.3 and the plain pipeline (issue 7, \`bench/run.sh\`)
+## imgbuild beside mkosi 24.3 and the plain pipeline (\`bench/run.sh\`)
 
 ${incomplete}${regen}Written by \`bench/run.sh\` — one run, on one machine; every figure below
 comes from that run. Medians of N runs (N per row); all runs are listed at
@@ -485,7 +485,7 @@ not absolute times across machines.
 | command | \`sudo RUNS=$RUNS COLD_RUNS=$COLD_RUNS MKOSI_COLD_RUNS=$MKOSI_COLD_RUNS PLAIN_COLD_RUNS=$PLAIN_COLD_RUNS BOOT_RUNS=$BOOT_RUNS FIRMWARE="$FIRMWARE" WARMUP=$WARMUP bench/run.sh\` |
 | image | Debian $SUITE from $MIRROR; packages: $(tr ',' ' ' <<<"$PACKAGES") (the union of \`layers/*/layer.yml\`); mkosi's list: $pkg_note (minus initramfs-tools, plus systemd-boot) |
 | SOURCE_DATE_EPOCH | $SOURCE_DATE_EPOCH (the commit's time), for every build |
-| kernel arguments | \`$CMDLINE\` added for all three (the i8042 probe hangs under TCG, see ../shared/MACHINE.md) |
+| kernel arguments | \`$CMDLINE\` added for all three (the i8042 probe hangs under TCG: docs/testing.md) |
 
 ### Build
 
@@ -593,7 +593,7 @@ cache) compared with each other: $cold_repro ($cold_sums); $cold_layers.
 | target | figure | |
 | --- | --- | --- |
 | top-layer rebuild ≤ 15% of cold: whole build (tree + assembly) | $(pct "$it" "$ic") ($(fmt1 "$it") s of $(fmt1 "$ic") s) | $(yn "$(num "$it") >= 0 && $(num "$it") <= 0.15 * $(num "$ic")") |
-| top-layer rebuild ≤ 15% of cold: tree stage only (issue 3's stage) | $(pct "$itt" "$ict") ($(fmt1 "$itt") s of $(fmt1 "$ict") s) | $(yn "$(num "$itt") >= 0 && $(num "$itt") <= 0.15 * $(num "$ict")") |
+| top-layer rebuild ≤ 15% of cold: tree stage only | $(pct "$itt" "$ict") ($(fmt1 "$itt") s of $(fmt1 "$ict") s) | $(yn "$(num "$itt") >= 0 && $(num "$itt") <= 0.15 * $(num "$ict")") |
 | top-layer rebuild faster than mkosi's incremental rebuild | $(fmt1 "$it") s vs $(fmt1 "$mt") s | $(yn "$(num "$it") >= 0 && $(num "$it") < $(num "$mt")") |
 | no-op rebuild < 10 s (whole build) | $(fmt1 "$in") s the whole build; $(fmt1 "$itn") s \`imgbuild tree\`; $(fmt1 "$ir") s with \`--no-image-cache\` | $(yn "$(num "$in") >= 0 && $(num "$in") < 10") |
 | assembly from a cached tree < 30 s | $(fmt1 "$ia") s | $(yn "$(num "$ia") >= 0 && $(num "$ia") < 30") |

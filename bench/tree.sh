@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmarks the root tree stage (issue 3) and prints a Markdown section for
+# Benchmarks the root tree stage and prints a Markdown section for
 # BENCHMARKS.md on stdout (progress on stderr).
 #
 #   bench/tree.sh [--distro debian] [--runs N] [--skip-warm]
@@ -130,7 +130,7 @@ umount "$work/plain"
 pct=$(awk -v a="$top_median" -v b="$cold" 'BEGIN { printf "%.0f", 100 * a / b }')
 
 cat <<EOF
-## Root tree stage (issue 3)
+## Root tree stage
 
 \`bench/tree.sh --distro $distro --runs $runs\` on $(nproc) cores, $(date -u +%Y-%m-%d), imgbuild $(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo unknown) (release build).
 Default stack (\`layers/\`: $(ls -d layers/[0-9][0-9]-*/ | xargs -n1 basename | paste -sd' ' -)) for $distro $suite; final tree $tree_size, $npkgs packages.

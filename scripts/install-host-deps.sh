@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the host packages imgbuild and its tests need, on Debian 12 (bookworm).
 # Idempotent: packages already installed at the wanted version are left alone.
-# See ../shared/MACHINE.md: qemu-system-x86 and e2fsprogs come from bookworm-backports
+# qemu-system-x86 and e2fsprogs come from bookworm-backports
 # (QEMU because qemu-utils 10 from backports is preinstalled on our machines, e2fsprogs
 # because only 1.47.2+ honours SOURCE_DATE_EPOCH in mkfs.ext4 -d).
 set -euo pipefail

@@ -37,7 +37,7 @@ export IMGBUILD_TEST_DISTROS
 summary() {
   for d in ubuntu debian; do
     case " $IMGBUILD_TEST_DISTROS " in
-      *" $d "*) echo "== $d: the archive answers; its build and boot tests ran" ;;
+      *" $d "*) echo "== $d: the archive answers; its build and boot tests run" ;;
       *) echo "== $d: not run, the archive does not answer" ;;
     esac
   done

@@ -3,7 +3,7 @@
 //! A layer is a directory holding `layer.yml`, an optional `files/` overlay and
 //! the scripts the recipe names. Layers apply in sorted order of their
 //! directory names; layers given with `--layer DIR` stack on top in command
-//! line order. Every field is documented in `layers/README.md`; this module is
+//! line order. Every field is documented in `docs/layers.md`; this module is
 //! the one place that defines them.
 //!
 //! Every error names the recipe file and the field, e.g.

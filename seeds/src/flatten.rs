@@ -1,7 +1,7 @@
 //! The flattened env: `NAME=value` lines that the appliance's shell units source.
 //!
 //! Byte-compatible with the original appliance's flattener (see
-//! `shared/reference/flatten/`): nested keys joined with `_` and upper-cased,
+//! the vectors in `seeds/tests/vectors/flatten/`): nested keys joined with `_` and upper-cased,
 //! list items `NAME_0`, `NAME_1`, ... plus `NAME_LEN`, strings stripped and
 //! quoted like Python's `shlex.quote`, booleans `true`/`false`, null empty,
 //! numbers as Python prints them. Within a tree the joined keys are sorted in
