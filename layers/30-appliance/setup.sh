@@ -11,16 +11,16 @@ fi
 install -d -o app -g app -m 0755 /app /app/etc /app/etc/tags /app/etc/flags /app/etc/hooks
 
 # PostgreSQL: the package made the cluster 15/main (16 on noble) in
-# /var/lib/postgresql. It stays there in the image; the first boot moves it to
-# /data/postgresql (prepare-postgresql), as the original appliance did. That
-# costs a copy of ~40 MB at boot instead of an initdb, which takes minutes
-# under emulation (BENCHMARKS.md). The price: the cluster's system
-# identifier and pg_control timestamps come from the build's clock, so this
-# layer's bytes differ between two cold builds (a cached layer is reused as
-# is). createcluster.conf (from files/) keeps package upgrades from making
-# another cluster.
+# /var/lib/postgresql. The image keeps its configuration
+# (/etc/postgresql/V/main) but not its data: a cluster made here would give
+# every appliance from this image one system identifier and one
+# authentication nonce, and make this layer differ between two cold builds.
+# The first boot makes the machine's own with initdb on /data/postgresql
+# (prepare-postgresql). createcluster.conf (from files/) keeps package
+# upgrades from making another cluster.
 ls /etc/postgresql/*/main/postgresql.conf >/dev/null 2>&1 ||
     { echo "setup.sh: the postgresql package made no cluster" >&2; exit 1; }
+rm -rf /var/lib/postgresql/*/main
 
 # appliance.service needs this distribution's PostgreSQL (15 on bookworm,
 # 16 on noble): name the instance here, once.

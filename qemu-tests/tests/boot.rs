@@ -259,6 +259,7 @@ fn ignore_storage(distro: Distro, firmware: Firmware, name: &str) {
             )
         },
     );
+    check_own_identity(&mut c, distro, name, r, &o);
     let security = format!("{}-security", distro.suite());
     // The manifest names every pocket with its InRelease Date and sha256.
     let manifest: serde_json::Value = serde_json::from_slice(
@@ -437,6 +438,59 @@ fn check_ssh(c: &mut Checks, o: &Outcome) {
             format!("the served host key {f} is not among the console's fingerprints {printed:?}")
         });
     }
+}
+
+/// What must differ between two machines booted from one image.
+#[derive(Clone, Debug)]
+struct Identity {
+    boot: String,
+    ssh_host_key: String,
+    tls_cert: String,
+    pg_system_identifier: String,
+}
+
+/// Records this boot's identity, and compares it with the other boot of
+/// the same image (s1 and s2 on Ubuntu, d1 and d2 on Debian), whichever ran
+/// first: no SSH host key, TLS certificate or PostgreSQL system identifier
+/// may be the same.
+fn check_own_identity(c: &mut Checks, distro: Distro, name: &str, r: &Report, o: &Outcome) {
+    static SEEN: std::sync::Mutex<Vec<(Distro, Identity)>> = std::sync::Mutex::new(Vec::new());
+    let me = Identity {
+        boot: name.into(),
+        ssh_host_key: o.host_key_fingerprints.first().cloned().unwrap_or_default(),
+        tls_cert: o.served_cert.clone().unwrap_or_default(),
+        pg_system_identifier: r
+            .postgres
+            .as_ref()
+            .map(|p| p.system_identifier.clone())
+            .unwrap_or_default(),
+    };
+    c.check(
+        !me.ssh_host_key.is_empty()
+            && !me.tls_cert.is_empty()
+            && !me.pg_system_identifier.is_empty(),
+        || format!("an identity fact is missing: {me:?}"),
+    );
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    for (_, other) in seen.iter().filter(|(d, _)| *d == distro) {
+        for (what, a, b) in [
+            ("SSH host key", &me.ssh_host_key, &other.ssh_host_key),
+            ("TLS certificate", &me.tls_cert, &other.tls_cert),
+            (
+                "PostgreSQL system identifier",
+                &me.pg_system_identifier,
+                &other.pg_system_identifier,
+            ),
+        ] {
+            c.check(a != b, || {
+                format!(
+                    "{} and {} from one image share their {what}",
+                    me.boot, other.boot
+                )
+            });
+        }
+    }
+    seen.push((distro, me));
 }
 
 /// Every path in the image's root tree: the listing of its top layer's
