@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
 use crate::exit::bad_input;
@@ -115,27 +115,50 @@ pub fn convert(raw: &Path, out: &Path, format: Format, compress: bool) -> Result
 /// Replaces the random content ID qemu-img writes into a VMDK's descriptor
 /// (`CID=xxxxxxxx`) with `cid`, so the same input gives the same bytes.
 pub fn set_vmdk_cid(path: &Path, cid: u32) -> Result<()> {
-    use std::io::{Seek, SeekFrom, Write};
     use std::os::unix::fs::FileExt;
-    let mut f = File::options()
+    let f = File::options()
         .read(true)
         .write(true)
         .open(path)
         .with_context(|| format!("opening {}", path.display()))?;
-    let mut head = vec![0u8; 64 << 10];
-    let n = f.read_at(&mut head, 0)?;
-    head.truncate(n);
-    let at = head
-        .windows(5)
-        .position(|w| w == b"\nCID=")
-        .map(|i| i + 5)
-        .filter(|i| {
-            head.get(*i..i + 9)
-                .is_some_and(|h| h[..8].iter().all(u8::is_ascii_hexdigit) && h[8] == b'\n')
+    // The sparse extent's header names the descriptor's place: offset and
+    // size in sectors, at bytes 28 and 36 (little-endian u64).
+    let mut header = [0u8; 512];
+    f.read_exact_at(&mut header, 0)
+        .with_context(|| format!("reading {}", path.display()))?;
+    if &header[..4] != b"KDMV" {
+        bail!("{} is not a sparse VMDK extent", path.display());
+    }
+    let sectors = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().expect("8 bytes"));
+    let (offset, size) = (sectors(28) * 512, sectors(36) * 512);
+    if offset == 0 || size == 0 || size > 1 << 20 {
+        bail!("the VMDK's header has no embedded descriptor");
+    }
+    let mut region = vec![0u8; size as usize];
+    f.read_exact_at(&mut region, offset)?;
+    let end = region.iter().position(|&b| b == 0).unwrap_or(region.len());
+    let text = String::from_utf8_lossy(&region[..end]).into_owned();
+    // qemu-img writes the CID without leading zeros (`CID=%x`).
+    let mut found = false;
+    let new: String = text
+        .split_inclusive('\n')
+        .map(|l| match l.strip_prefix("CID=") {
+            Some(v) if !found && v.trim_end().chars().all(|c| c.is_ascii_hexdigit()) => {
+                found = true;
+                format!("CID={cid:08x}\n")
+            }
+            _ => l.to_string(),
         })
-        .context("the VMDK has no CID line in its descriptor")?;
-    f.seek(SeekFrom::Start(at as u64))?;
-    f.write_all(format!("{cid:08x}").as_bytes())?;
+        .collect();
+    if !found {
+        bail!("the VMDK has no CID line in its descriptor");
+    }
+    if new.len() > region.len() {
+        bail!("the VMDK's descriptor has no room for its CID");
+    }
+    let mut out = new.into_bytes();
+    out.resize(region.len(), 0);
+    f.write_all_at(&out, offset)?;
     f.sync_all()?;
     Ok(())
 }
@@ -192,6 +215,35 @@ mod tests {
     use std::path::PathBuf;
 
     #[test]
+    fn vmdk_cid_is_set_whatever_its_width() {
+        use std::fs;
+        // A sparse extent header naming a one-sector descriptor at sector 1,
+        // whose CID qemu-img wrote without leading zeros.
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("x.vmdk");
+        let mut img = vec![0u8; 1024];
+        img[..4].copy_from_slice(b"KDMV");
+        img[28..36].copy_from_slice(&1u64.to_le_bytes());
+        img[36..44].copy_from_slice(&1u64.to_le_bytes());
+        let desc = b"# Disk DescriptorFile\nversion=1\nCID=abc\nparentCID=ffffffff\ncreateType=\"monolithicSparse\"\n";
+        img[512..512 + desc.len()].copy_from_slice(desc);
+        fs::write(&p, &img).unwrap();
+        set_vmdk_cid(&p, 0x0123_4567).unwrap();
+        let after = fs::read(&p).unwrap();
+        let text = String::from_utf8_lossy(&after[512..]);
+        assert!(
+            text.starts_with("# Disk DescriptorFile\nversion=1\nCID=01234567\nparentCID=ffffffff\ncreateType=\"monolithicSparse\"\n\0"),
+            "{text:?}"
+        );
+        assert_eq!(after.len(), 1024);
+        set_vmdk_cid(&p, 0xdead_beef).unwrap();
+        assert!(String::from_utf8_lossy(&fs::read(&p).unwrap())
+            .contains("\nCID=deadbeef\nparentCID=ffffffff\n"));
+        fs::write(&p, b"not a vmdk").unwrap();
+        assert!(set_vmdk_cid(&p, 1).is_err());
+    }
+
+    #[test]
     fn format_by_suffix_or_flag() {
         let p = |s: &str| PathBuf::from(s);
         assert_eq!(Format::choose(&p("a.qcow2"), None).unwrap(), Format::Qcow2);
@@ -212,28 +264,6 @@ mod tests {
         let e = Format::choose(&p("x.qcow2"), Some("raw")).unwrap_err();
         assert_eq!(crate::exit::code_for(&e), crate::exit::BAD_INPUT);
         assert!(e.to_string().contains("conflicts"), "{e}");
-    }
-
-    #[test]
-    fn vmdk_cid_is_replaced_in_place() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("x.vmdk");
-        let mut b = vec![0u8; 512];
-        b.extend_from_slice(
-            b"# Disk DescriptorFile\nversion=1\nCID=1e5c5da5\nparentCID=ffffffff\n",
-        );
-        b.resize(4096, 0);
-        std::fs::write(&p, &b).unwrap();
-        set_vmdk_cid(&p, 0xabcdef01).unwrap();
-        let after = std::fs::read(&p).unwrap();
-        assert_eq!(after.len(), b.len());
-        let text = String::from_utf8_lossy(&after);
-        assert!(
-            text.contains("\nCID=abcdef01\nparentCID=ffffffff\n"),
-            "{text}"
-        );
-        std::fs::write(&p, b"no descriptor").unwrap();
-        assert!(set_vmdk_cid(&p, 1).is_err());
     }
 
     #[test]
