@@ -205,15 +205,23 @@ pub fn find(s: &Sources) -> Result<Found> {
     }
     let mut looked = vec!["$ENV_YML (not set)".to_string()];
 
-    if let Some(bytes) = read_app_env(&s.root).context("reading /app/env.yml")? {
-        return Ok(Found {
-            kind: Kind::Local,
-            origin: "/app/env.yml".into(),
-            bytes,
-            warnings: Vec::new(),
-        });
+    let mut passed_over = Vec::new();
+    match read_app_env(&s.root).context("reading /app/env.yml")? {
+        AppEnv::Env(bytes) => {
+            return Ok(Found {
+                kind: Kind::Local,
+                origin: "/app/env.yml".into(),
+                bytes,
+                warnings: Vec::new(),
+            })
+        }
+        AppEnv::Absent => looked.push("/app/env.yml (absent)".into()),
+        AppEnv::Untrusted(why) => {
+            let w = format!("/app/env.yml passed over: {why}");
+            looked.push(w.clone());
+            passed_over.push(w);
+        }
     }
-    looked.push("/app/env.yml (absent)".into());
 
     let (seeds, probed, unreadable) = scan_seeds(s);
     if let Some(first) = seeds.first() {
@@ -231,10 +239,12 @@ pub fn find(s: &Sources) -> Result<Found> {
             .position(|f| f.kind == Kind::Cidata)
             .unwrap_or(0);
         let mut found = seeds.into_iter().nth(pick).expect("index in range");
-        found.warnings = unreadable
-            .iter()
-            .map(|e| format!("{e:#}; using {}", found.origin))
-            .collect();
+        found.warnings = passed_over;
+        found.warnings.extend(
+            unreadable
+                .iter()
+                .map(|e| format!("{e:#}; using {}", found.origin)),
+        );
         return Ok(found);
     }
     // Only unreadable seed volumes: the first one's reason.
@@ -261,7 +271,7 @@ pub fn find(s: &Sources) -> Result<Found> {
                     kind,
                     origin: url,
                     bytes,
-                    warnings: Vec::new(),
+                    warnings: passed_over,
                 })
             }
             Ok(None) => looked.push(format!("{kind} metadata {url} (no user-data)")),
@@ -271,19 +281,38 @@ pub fn find(s: &Sources) -> Result<Found> {
     bail!("no env found; looked at: {}", looked.join(", "))
 }
 
+/// What `/app/env.yml` gave.
+enum AppEnv {
+    Absent,
+    Env(Vec<u8>),
+    /// A file that someone other than root wrote or may write: passed over
+    /// (with a warning) for the next source.
+    Untrusted(String),
+}
+
 /// `/app/env.yml`, reached without following a link ([`crate::safefs`]):
 /// `/app` is the `app` user's, so a link there could make the agent read a
-/// file of root's into its error messages. `None` when absent.
-fn read_app_env(root: &Path) -> Result<Option<Vec<u8>>> {
+/// file of root's into its error messages. And since the env grants root's
+/// SSH keys, only a file that root owns and only root may write is an env:
+/// one the `app` user made or may change is passed over.
+fn read_app_env(root: &Path) -> Result<AppEnv> {
     let app = match Dir::root(root)?.walk("/app", false) {
         Ok(Ok(d)) => d,
         Ok(Err(o)) => bail!("{o}"),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(AppEnv::Absent),
         Err(e) => return Err(e.into()),
     };
     match app.read("env.yml")? {
-        safefs::Read::Missing => Ok(None),
-        safefs::Read::Data(d, _, _) if d.len() <= seeds::yaml::MAX_BYTES => Ok(Some(d)),
+        safefs::Read::Missing => Ok(AppEnv::Absent),
+        safefs::Read::Data(_, _, m) if m.uid() != 0 || m.mode() & 0o022 != 0 => {
+            Ok(AppEnv::Untrusted(format!(
+                "owned by uid {} with mode {:04o}: only a file that root owns and only root \
+                 may write is an env (chown root: /app/env.yml; chmod go-w /app/env.yml)",
+                m.uid(),
+                m.mode() & 0o7777
+            )))
+        }
+        safefs::Read::Data(d, _, _) if d.len() <= seeds::yaml::MAX_BYTES => Ok(AppEnv::Env(d)),
         safefs::Read::Data(..) | safefs::Read::TooLarge(_) => bail!(
             "file is too large (an env is at most {} MiB)",
             seeds::yaml::MAX_BYTES >> 20

@@ -668,3 +668,43 @@ impl Server {
         self.seen.lock().unwrap().clone()
     }
 }
+
+#[test]
+fn app_env_yml_that_root_does_not_own_is_passed_over() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = Root::new();
+    let env = root.path().join("app/env.yml");
+    fs::write(&env, env_for("planted.example.org")).unwrap();
+    // Written by the app user (any uid but root's): not an env.
+    std::os::unix::fs::chown(&env, Some(1000), Some(1000)).unwrap();
+    let msg = format!("{:#}", find(&root.sources()).unwrap_err());
+    assert!(
+        msg.contains("/app/env.yml passed over: owned by uid 1000"),
+        "{msg}"
+    );
+    // A seed is used instead, with a warning.
+    let img = cidata(&root, "seed", ENV, Maker::Genisoimage, "cidata");
+    root.attach("sr0", &img);
+    let found = find(&root.sources()).unwrap();
+    assert_eq!(found.kind, Kind::Cidata);
+    assert!(
+        found
+            .warnings
+            .iter()
+            .any(|w| w.contains("/app/env.yml passed over")),
+        "{:?}",
+        found.warnings
+    );
+    // Root's, but writable by others: passed over as well.
+    std::os::unix::fs::chown(&env, Some(0), Some(0)).unwrap();
+    fs::set_permissions(&env, fs::Permissions::from_mode(0o666)).unwrap();
+    let found = find(&root.sources()).unwrap();
+    assert_eq!(found.kind, Kind::Cidata);
+    // Root's and only root's: the env.
+    fs::set_permissions(&env, fs::Permissions::from_mode(0o600)).unwrap();
+    let found = find(&root.sources()).unwrap();
+    assert_eq!(
+        (found.kind, found.origin.as_str()),
+        (Kind::Local, "/app/env.yml")
+    );
+}
