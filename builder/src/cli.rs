@@ -1,11 +1,10 @@
-//! Command-line interface: argument definitions and dispatch, nothing else.
+//! The command line as plain data: clap's argument types, which the
+//! commands take as they are. Dispatch is in `main.rs`.
 
 use std::path::PathBuf;
 
 use clap::parser::ValueSource;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-
-use crate::envcmd;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -236,31 +235,6 @@ pub struct LayerArgs {
     pub host_bin: Vec<String>,
 }
 
-impl BuildArgs {
-    /// The build's options; `env` and `output` are required by clap.
-    pub fn into_options(self, verbosity: i8) -> anyhow::Result<crate::build::BuildOptions> {
-        let layers = match self.tree {
-            Some(_) => None,
-            None => Some(self.layers.tree_options()?),
-        };
-        Ok(crate::build::BuildOptions {
-            env: self.env.unwrap_or_default(),
-            output: self.output.unwrap_or_default(),
-            format: self.format,
-            size: self.size,
-            cmdline: self.cmdline,
-            seed: self.seed,
-            bake_env: self.bake_env,
-            force: self.force,
-            compress: self.compress,
-            tree: self.tree,
-            layers,
-            no_image_cache: self.no_image_cache,
-            verbosity,
-        })
-    }
-}
-
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check an env.yml, or print its flattened form.
@@ -411,29 +385,4 @@ pub struct SeedArgs {
     /// Replace an existing output file.
     #[arg(long)]
     pub force: bool,
-}
-
-/// Runs the parsed command line.
-pub fn run(cli: Cli) -> anyhow::Result<()> {
-    let verbosity = cli.verbosity();
-    match cli.command {
-        Some(Command::Tree(args)) => crate::treecmd::tree(&args, verbosity),
-        Some(Command::Cache(args)) => crate::treecmd::cache(&args),
-        Some(Command::Env(EnvCommand::Check(args))) => envcmd::check(&args),
-        Some(Command::Seed(args)) => envcmd::seed(&args),
-        Some(Command::Run(args)) => crate::run::run(&crate::run::RunOptions {
-            image: args.image,
-            seed: args.seed,
-            persistent: args.persistent,
-            bios: args.bios,
-            ssh_port: args.ssh_port,
-            https_port: args.https_port,
-            memory_mib: args.memory,
-            cpus: args.cpus,
-        }),
-        None => {
-            let verbosity = cli.verbosity();
-            crate::build::run(&cli.build.into_options(verbosity)?)
-        }
-    }
 }

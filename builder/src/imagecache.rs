@@ -41,8 +41,9 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::build::{clone_or_copy, Assembled};
+use crate::assemble::Assembled;
 use crate::cache::{self, Cache, CacheLock, ParentRef};
+use crate::fsutil::clone_or_copy;
 use crate::output::{self, human, Format};
 use crate::rootfs::Package;
 

@@ -1,20 +1,25 @@
 //! `imgbuild`: layer recipes → root tree → bootable disk image, plus the seed.
 //!
-//! `main.rs` only parses arguments ([`cli`]) and calls into these modules.
+//! `main.rs` parses the arguments ([`cli`]) and dispatches to one command
+//! module ([`build`], [`treecmd`], [`envcmd`], [`run`]).
 
 pub mod archive;
+pub mod assemble;
 pub mod build;
 pub mod cache;
 pub mod cli;
 pub mod disk;
+pub mod env;
 pub mod envcmd;
 pub mod esp;
 pub mod exit;
 pub mod ext4;
+pub mod fsutil;
 pub mod grub;
 pub mod imagecache;
 pub mod logging;
 pub mod mount;
+pub mod outpath;
 pub mod output;
 pub mod pockets;
 pub mod progress;

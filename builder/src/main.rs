@@ -1,11 +1,15 @@
+//! `imgbuild`: parses the command line, runs the one command it names, and
+//! maps the outcome to an exit code.
+
 use std::process::ExitCode;
 
-use imgbuild::{cli, exit, logging};
+use imgbuild::cli::{Cli, Command, EnvCommand};
+use imgbuild::{build, envcmd, exit, logging, run, treecmd};
 
 fn main() -> ExitCode {
-    let args = cli::Cli::parse_args();
+    let args = Cli::parse_args();
     logging::init(args.verbosity());
-    match cli::run(args) {
+    match dispatch(args) {
         Ok(()) => ExitCode::from(exit::OK),
         Err(err) => {
             let code = exit::code_for(&err);
@@ -20,5 +24,18 @@ fn main() -> ExitCode {
             }
             ExitCode::from(code)
         }
+    }
+}
+
+/// Runs the parsed command line.
+fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let verbosity = cli.verbosity();
+    match cli.command {
+        None => build::run(&build::BuildOptions::from_args(cli.build, verbosity)?),
+        Some(Command::Tree(args)) => treecmd::tree(&args, verbosity),
+        Some(Command::Cache(args)) => treecmd::cache(&args),
+        Some(Command::Env(EnvCommand::Check(args))) => envcmd::check(&args),
+        Some(Command::Seed(args)) => envcmd::seed(&args),
+        Some(Command::Run(args)) => run::run(&run::RunOptions::from_args(args)),
     }
 }

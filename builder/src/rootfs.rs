@@ -72,6 +72,37 @@ pub struct TreeOptions {
 }
 
 impl TreeOptions {
+    /// The tree stage's options from the command line.
+    pub fn from_args(args: &crate::cli::LayerArgs) -> anyhow::Result<TreeOptions> {
+        let a = args;
+        let mut opts = TreeOptions::new(
+            &a.layers_dir,
+            a.cache_dir.clone().unwrap_or_else(seeds::cachedir::default),
+        );
+        opts.extra_layers = a.extra_layers.clone();
+        opts.apt_archives = a.apt_cache.clone();
+        opts.base = BaseOverrides {
+            distro: a.distro,
+            suite: a.suite.clone(),
+            mirror: a.mirror.clone(),
+            security_mirror: a.security_mirror.clone(),
+            release_only: a.release_pocket_only,
+            keyrings: a.keyring.clone(),
+        };
+        opts.image_mirror = a.image_mirror.clone();
+        opts.image_security_mirror = a.image_security_mirror.clone();
+        for hb in &a.host_bin {
+            let (name, path) = hb
+                .split_once('=')
+                .filter(|(n, p)| !n.is_empty() && !p.is_empty())
+                .ok_or_else(|| bad_input(format!("--host-bin {hb:?}: expected NAME=PATH")))?;
+            opts.host_bins.insert(name.to_string(), PathBuf::from(path));
+        }
+        Ok(opts)
+    }
+}
+
+impl TreeOptions {
     /// Options with defaults for everything but the two directories.
     pub fn new(layers_dir: impl Into<PathBuf>, cache_dir: impl Into<PathBuf>) -> TreeOptions {
         TreeOptions {

@@ -35,6 +35,22 @@ pub struct RunOptions {
     pub cpus: u32,
 }
 
+impl RunOptions {
+    /// From `imgbuild run`'s arguments.
+    pub fn from_args(args: crate::cli::RunArgs) -> RunOptions {
+        RunOptions {
+            image: args.image,
+            seed: args.seed,
+            persistent: args.persistent,
+            bios: args.bios,
+            ssh_port: args.ssh_port,
+            https_port: args.https_port,
+            memory_mib: args.memory,
+            cpus: args.cpus,
+        }
+    }
+}
+
 /// Boots the image and waits for QEMU to end.
 pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
     let meta = std::fs::metadata(&opts.image)

@@ -1,51 +1,17 @@
 //! `imgbuild tree` and `imgbuild cache ls|gc|rm`.
 
-use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::cache::{self, Cache};
-use crate::cli::{CacheArgs, CacheCommand, LayerArgs, TreeArgs};
+use crate::cli::{CacheArgs, CacheCommand, TreeArgs};
 use crate::exit::bad_input;
 use crate::imagecache::{self, Images};
 use crate::progress::Progress;
-use crate::recipe::BaseOverrides;
 use crate::rootfs::{self, BuiltLayer, TreeOptions};
-
-impl LayerArgs {
-    /// The tree stage's options from the command line.
-    pub fn tree_options(&self) -> anyhow::Result<TreeOptions> {
-        let mut opts = TreeOptions::new(
-            &self.layers_dir,
-            self.cache_dir
-                .clone()
-                .unwrap_or_else(seeds::cachedir::default),
-        );
-        opts.extra_layers = self.extra_layers.clone();
-        opts.apt_archives = self.apt_cache.clone();
-        opts.base = BaseOverrides {
-            distro: self.distro,
-            suite: self.suite.clone(),
-            mirror: self.mirror.clone(),
-            security_mirror: self.security_mirror.clone(),
-            release_only: self.release_pocket_only,
-            keyrings: self.keyring.clone(),
-        };
-        opts.image_mirror = self.image_mirror.clone();
-        opts.image_security_mirror = self.image_security_mirror.clone();
-        for hb in &self.host_bin {
-            let (name, path) = hb
-                .split_once('=')
-                .filter(|(n, p)| !n.is_empty() && !p.is_empty())
-                .ok_or_else(|| bad_input(format!("--host-bin {hb:?}: expected NAME=PATH")))?;
-            opts.host_bins.insert(name.to_string(), PathBuf::from(path));
-        }
-        Ok(opts)
-    }
-}
 
 /// `imgbuild tree`: builds or checks the layers, prints their keys.
 pub fn tree(args: &TreeArgs, verbosity: i8) -> anyhow::Result<()> {
-    let opts = args.layers.tree_options()?;
+    let opts = TreeOptions::from_args(&args.layers)?;
     let progress = Progress::new(verbosity);
     let layers = match &args.output {
         Some(dest) => {
