@@ -19,7 +19,7 @@
 use std::collections::HashSet;
 use std::io::{Read, Seek};
 
-use crate::seed::{join_name, Collector, Device, FsKind, Limits, Seed, SeedError};
+use crate::seedfs::{join_name, Collector, Device, FsKind, Limits, Seed, SeedError};
 
 /// What the boot sector says.
 #[derive(Debug, Clone)]

@@ -45,7 +45,7 @@
 use std::collections::HashSet;
 use std::io::{Read, Seek};
 
-use crate::seed::{join_name, Collector, Device, FsKind, Limits, Seed, SeedError};
+use crate::seedfs::{join_name, Collector, Device, FsKind, Limits, Seed, SeedError};
 
 /// ISO9660 logical sector (and block) size.
 pub const SECTOR: usize = 2048;

@@ -15,4 +15,5 @@ pub mod mountinfo;
 pub mod nocloud;
 pub mod secret;
 pub mod seed;
+pub mod seedfs;
 pub mod yaml;
