@@ -7,7 +7,6 @@ use std::fs::{self, File};
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
@@ -16,6 +15,7 @@ use crate::disk::{self, Guid, Layout, MIB};
 use crate::exit::bad_input;
 use crate::fsutil::copy_sparse;
 use crate::output::human;
+use crate::progress::complete_step;
 use crate::{esp, ext4, grub};
 
 /// Label of the root filesystem.
@@ -62,13 +62,64 @@ pub const fn fixed_overhead() -> u64 {
 
 /// Makes the raw disk `work/disk.raw` from `tree`, which it modifies (fstab,
 /// grub.cfg, the baked env). `work` is a scratch directory on the same
-/// filesystem as the output.
+/// filesystem as the output. The steps: check the tree → plan the disk →
+/// the image's files in the tree → GRUB images → ESP → root filesystem and
+/// disk (table, boot code, core.img, ESP, ext4 in place).
 pub fn assemble(tree: &Path, work: &Path, opts: &DiskOptions) -> Result<Assembled> {
     // Bad trees fail before anything slow.
     let kernel = grub::find_kernel(tree)?;
     let grub_files = grub::GrubFiles::find(tree)?;
+    let plan = complete_step(
+        || plan(tree, opts),
+        |p| {
+            format!(
+                "tree: {} in {} inodes; root fs {}, disk {}: measured",
+                human(p.usage.data_bytes),
+                p.usage.inodes,
+                human(p.layout.root.size),
+                human(p.layout.size),
+            )
+        },
+    )?;
+    complete_step(
+        || add_image_files(tree, opts, &plan, &kernel),
+        |_| "tree: fstab, grub.cfg and the baked env written".into(),
+    )?;
+    let boot = complete_step(
+        || grub_images(&grub_files, work, &plan),
+        |_| "GRUB images".into(),
+    )?;
+    let esp_img = complete_step(|| make_esp(work, &plan, &boot), |_| "ESP".into())?;
+    let raw = complete_step(
+        || make_disk(tree, work, &plan, &boot, &esp_img),
+        |_| "root filesystem and disk".into(),
+    )?;
+    Ok(Assembled {
+        raw,
+        layout: plan.layout,
+        root_uuid: plan.root_uuid,
+        esp_volume_id: plan.esp_uuid,
+        kernel_cmdline: plan.cmdline,
+        source_date_epoch: plan.sde,
+        tree: plan.usage,
+        min_disk_size: plan.min_disk,
+    })
+}
 
-    let t = Instant::now();
+/// The disk's plan: sizes, the time of every timestamp, every GUID.
+struct Plan {
+    usage: ext4::TreeUsage,
+    min_disk: u64,
+    sde: i64,
+    layout: Layout,
+    root_uuid: Guid,
+    esp_volume_id: u32,
+    esp_uuid: String,
+    cmdline: String,
+}
+
+/// Step: measures the tree and plans the disk from the build's identity.
+fn plan(tree: &Path, opts: &DiskOptions) -> Result<Plan> {
     let usage = ext4::measure(tree)?;
     let (min_root, default_root) = ext4::sizes(&usage);
     let min_disk = min_root + fixed_overhead();
@@ -87,13 +138,9 @@ pub fn assemble(tree: &Path, work: &Path, opts: &DiskOptions) -> Result<Assemble
     };
     let sde = match opts.source_date_epoch {
         Some(s) => s,
-        None => match std::env::var("SOURCE_DATE_EPOCH").map(|v| v.trim().to_string()) {
-            Ok(v) if !v.is_empty() => v
-                .trim()
-                .parse()
-                .map_err(|_| bad_input(format!("SOURCE_DATE_EPOCH={v:?} is not a number")))?,
-            _ => usage.newest_mtime,
-        },
+        None => seeds::nocloud::source_date_epoch_var()
+            .map_err(bad_input)?
+            .unwrap_or(usage.newest_mtime),
     };
     let identity = identity(tree, opts, root_size, sde)?;
     let layout = Layout::plan(&identity, disk::ESP_SIZE, root_size);
@@ -102,21 +149,32 @@ pub fn assemble(tree: &Path, work: &Path, opts: &DiskOptions) -> Result<Assemble
     let esp_volume_id = u32::from_be_bytes([esp_id[0], esp_id[1], esp_id[2], esp_id[3]]);
     let esp_uuid = format!("{:04X}-{:04X}", esp_volume_id >> 16, esp_volume_id & 0xffff);
     let cmdline = grub::kernel_cmdline(root_uuid, &opts.cmdline);
-    tracing::info!(
-        "tree: {} in {} inodes; root fs {}, disk {} (measured in {:.1}s)",
-        human(usage.data_bytes),
-        usage.inodes,
-        human(root_size),
-        human(layout.size),
-        t.elapsed().as_secs_f64()
-    );
+    Ok(Plan {
+        usage,
+        min_disk,
+        sde,
+        layout,
+        root_uuid,
+        esp_volume_id,
+        esp_uuid,
+        cmdline,
+    })
+}
 
-    // What the image adds to the tree.
+/// Step: what the image adds to the tree (fstab, grub.cfg, the baked env),
+/// and every access time set to its modification time.
+fn add_image_files(
+    tree: &Path,
+    opts: &DiskOptions,
+    plan: &Plan,
+    kernel: &grub::Kernel,
+) -> Result<()> {
+    let sde = plan.sde;
     let old_fstab = fs::read_to_string(tree.join("etc/fstab")).unwrap_or_default();
     write_in_tree(
         tree,
         "etc/fstab",
-        fstab(&old_fstab, root_uuid, &esp_uuid).as_bytes(),
+        fstab(&old_fstab, plan.root_uuid, &plan.esp_uuid).as_bytes(),
         0o644,
         sde,
     )?;
@@ -124,7 +182,7 @@ pub fn assemble(tree: &Path, work: &Path, opts: &DiskOptions) -> Result<Assemble
     write_in_tree(
         tree,
         grub::GRUB_CFG,
-        grub::grub_cfg(root_uuid, &kernel, &cmdline).as_bytes(),
+        grub::grub_cfg(plan.root_uuid, kernel, &plan.cmdline).as_bytes(),
         0o644,
         sde,
     )?;
@@ -135,12 +193,24 @@ pub fn assemble(tree: &Path, work: &Path, opts: &DiskOptions) -> Result<Assemble
         }
         write_in_tree(tree, BAKED_ENV, env, 0o600, sde)?;
     }
-    ext4::normalize_atimes(tree)?;
+    ext4::normalize_atimes(tree)
+}
 
-    // GRUB images.
-    let t = Instant::now();
+/// The GRUB images, from the tree's own GRUB.
+struct BootImages {
+    /// `BOOTX64.EFI` (a file in `work`).
+    efi: PathBuf,
+    /// core.img, patched for its place on the disk.
+    core_img: Vec<u8>,
+    /// The MBR's boot code.
+    boot_code: [u8; 440],
+}
+
+/// Step: BOOTX64.EFI, the BIOS core.img and boot code.
+fn grub_images(grub_files: &grub::GrubFiles, work: &Path, plan: &Plan) -> Result<BootImages> {
+    let layout = &plan.layout;
     let early = work.join("early.cfg");
-    fs::write(&early, grub::early_cfg(root_uuid))?;
+    fs::write(&early, grub::early_cfg(plan.root_uuid))?;
     let efi = work.join("BOOTX64.EFI");
     grub_files.mkimage("x86_64-efi", &early, &efi, grub::EFI_MODULES)?;
     let core = work.join("core.img");
@@ -152,26 +222,39 @@ pub fn assemble(tree: &Path, work: &Path, opts: &DiskOptions) -> Result<Assemble
         layout.bios_boot.size / disk::SECTOR,
     )?;
     let boot_code = grub::bios_boot_code(&grub_files.boot_img()?, core_lba)?;
-    tracing::info!("GRUB images in {:.1}s", t.elapsed().as_secs_f64());
+    Ok(BootImages {
+        efi,
+        core_img,
+        boot_code,
+    })
+}
 
-    // The ESP.
-    let t = Instant::now();
+/// Step: the ESP image (`work/esp.img`) with BOOTX64.EFI.
+fn make_esp(work: &Path, plan: &Plan, boot: &BootImages) -> Result<PathBuf> {
     let esp_img = work.join("esp.img");
     esp::make(
         &esp::EspSpec {
-            size: layout.esp.size,
-            volume_id: esp_volume_id,
+            size: plan.layout.esp.size,
+            volume_id: plan.esp_volume_id,
             label: ESP_LABEL,
-            files: vec![("EFI/BOOT/BOOTX64.EFI", &efi)],
-            source_date_epoch: sde,
+            files: vec![("EFI/BOOT/BOOTX64.EFI", &boot.efi)],
+            source_date_epoch: plan.sde,
         },
         &esp_img,
     )?;
-    tracing::info!("ESP in {:.1}s", t.elapsed().as_secs_f64());
+    Ok(esp_img)
+}
 
-    // The disk: table, boot code, core.img, ESP, then the root filesystem
-    // made in place.
-    let t = Instant::now();
+/// Step: the disk (`work/disk.raw`): table, boot code, core.img, ESP, then
+/// the root filesystem made in place.
+fn make_disk(
+    tree: &Path,
+    work: &Path,
+    plan: &Plan,
+    boot: &BootImages,
+    esp_img: &Path,
+) -> Result<PathBuf> {
+    let layout = &plan.layout;
     let raw = work.join("disk.raw");
     let mut f = File::options()
         .read(true)
@@ -180,42 +263,28 @@ pub fn assemble(tree: &Path, work: &Path, opts: &DiskOptions) -> Result<Assemble
         .open(&raw)
         .with_context(|| format!("creating {}", raw.display()))?;
     f.set_len(layout.size)?;
-    disk::write_table(&mut f, &layout)?;
+    disk::write_table(&mut f, layout)?;
     f.seek(SeekFrom::Start(0))?;
-    f.write_all(&boot_code)?;
+    f.write_all(&boot.boot_code)?;
     f.seek(SeekFrom::Start(layout.bios_boot.offset))?;
-    f.write_all(&core_img)?;
-    copy_sparse(&esp_img, &f, layout.esp.offset)?;
+    f.write_all(&boot.core_img)?;
+    copy_sparse(esp_img, &f, layout.esp.offset)?;
     drop(f);
-    fs::remove_file(&esp_img).ok();
+    fs::remove_file(esp_img).ok();
     ext4::make(
         &ext4::Ext4Spec {
             tree,
             size: layout.root.size,
-            uuid: root_uuid,
+            uuid: plan.root_uuid,
             label: ROOT_LABEL,
-            inodes: usage.inodes + 16,
-            source_date_epoch: sde,
+            inodes: plan.usage.inodes + 16,
+            source_date_epoch: plan.sde,
         },
         &raw,
         layout.root.offset,
         work,
     )?;
-    tracing::info!(
-        "root filesystem and disk in {:.1}s",
-        t.elapsed().as_secs_f64()
-    );
-
-    Ok(Assembled {
-        raw,
-        layout,
-        root_uuid,
-        esp_volume_id: esp_uuid,
-        kernel_cmdline: cmdline,
-        source_date_epoch: sde,
-        tree: usage,
-        min_disk_size: min_disk,
-    })
+    Ok(raw)
 }
 
 /// /etc/fstab: the root and the ESP by UUID, after whatever the layers put

@@ -14,7 +14,6 @@
 use std::fs::{self, File};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
@@ -24,7 +23,7 @@ use crate::exit::bad_input;
 use crate::fsutil::{copy_tree, rename_into};
 use crate::imagecache::{self, ImageInputs, ImageSpec, Images, Lookup, ManifestParts, Programs};
 use crate::output::{self, human, Format};
-use crate::progress::Progress;
+use crate::progress::{complete_step, Progress};
 use crate::{grub, rootfs};
 
 /// The mode of an image file with a baked env (it holds the env's secrets).
@@ -152,10 +151,84 @@ pub struct TreeInfo {
     pub release_pocket_only: bool,
 }
 
-/// The main command.
+/// The main command, as a list of named steps: check the inputs, resolve
+/// the layers (keys only) and look the image up in the image cache, make
+/// the image (restored from the cache, or root tree → disk → format), the
+/// seed, sums and manifest, store a new image in the cache, then move every
+/// output into place.
 pub fn run(opts: &BuildOptions) -> Result<()> {
-    let t0 = Instant::now();
-    // Cheap checks first: outputs, format, size, cmdline, env.
+    let progress = Progress::new(opts.verbosity);
+    complete_step(
+        || {
+            let input = check_inputs(opts)?;
+            let work = WorkFiles::create(opts, &input.outs)?;
+            let stack = resolve_layers(opts, &progress)?;
+            let disk_opts = DiskOptions {
+                size: input.size,
+                cmdline: opts.cmdline.clone(),
+                baked_env: opts.bake_env.then(|| input.env_bytes.clone()),
+                source_date_epoch: stack.as_ref().map(|s| s.source_date_epoch()),
+            };
+            let cached = match &stack {
+                Some(s) => look_up_image(s, opts, input.format, &disk_opts)?,
+                None => None,
+            };
+            let made = image(
+                opts,
+                stack,
+                cached.as_ref(),
+                &work,
+                input.format,
+                &disk_opts,
+            )?;
+            if let Some(seed) = &work.seed {
+                write_seed(
+                    &input.env_bytes,
+                    &input.env,
+                    made.parts.disk.source_date_epoch,
+                    seed,
+                )?;
+            }
+            let image_sha = sums_and_manifest(opts, &input, &work, &made)?;
+            // A new image goes into the image cache before it is the user's to change.
+            if let Some(c) = cached.as_ref().filter(|_| !made.from_cache) {
+                imagecache::store_after_build(
+                    &c.images,
+                    &c.inputs,
+                    &work.image,
+                    &image_sha,
+                    &made.parts,
+                );
+            }
+            crate::mount::check_interrupted()?;
+            commit_outputs(&work, &input.outs)?;
+            Ok((input.outs.image, made.parts.disk.layout.size))
+        },
+        |(image, virtual_size)| {
+            let file_size = fs::metadata(image).map_or(0, |m| m.len());
+            format!(
+                "wrote {} ({}, virtual {})",
+                image.display(),
+                human(file_size),
+                human(*virtual_size)
+            )
+        },
+    )?;
+    Ok(())
+}
+
+/// What the cheap checks found: every input is good (bad input fails here,
+/// in a second, before anything slow).
+struct Inputs {
+    format: Format,
+    outs: Outputs,
+    size: Option<u64>,
+    env_bytes: Vec<u8>,
+    env: seeds::env::Env,
+}
+
+/// Step: the outputs, format, size, kernel command line and env.
+fn check_inputs(opts: &BuildOptions) -> Result<Inputs> {
     let format = Format::choose(&opts.output, opts.format.as_deref())?;
     if opts.compress && format != Format::Qcow2 {
         return Err(bad_input(format!(
@@ -168,52 +241,82 @@ pub fn run(opts: &BuildOptions) -> Result<()> {
     let size = opts.size.as_deref().map(parse_size).transpose()?;
     grub::check_cmdline(&opts.cmdline)?;
     let (env_bytes, env) = crate::env::load_env(&opts.env)?;
-    // SAFETY: geteuid has no preconditions.
-    if opts.tree.is_some() && unsafe { libc::geteuid() } != 0 {
-        bail!(
+    if opts.tree.is_some() {
+        crate::exit::require_root(
             "making a disk from a root tree needs root: some of the tree's files are readable \
-             by root alone, and the image's own files (fstab, grub.cfg) are given to root. \
-             Run imgbuild as root (e.g. with sudo)"
-        );
+             by root alone, and the image's own files (fstab, grub.cfg) are given to root",
+        )?;
     }
-
-    let tmp = tempfile::Builder::new()
-        .prefix(".imgbuild-")
-        .tempdir_in(out_dir(&opts.output))
-        .with_context(|| {
-            format!(
-                "creating a work directory in {}",
-                out_dir(&opts.output).display()
-            )
-        })?;
-    // The final name already: a VMDK's descriptor names its own file.
-    let image_tmp = tmp.path().join(
-        outs.image
-            .file_name()
-            .context("the output has no file name")?,
-    );
-    let progress = Progress::new(opts.verbosity);
-
-    // The layers' keys (nothing extracted yet), and the image cache.
-    let stack = match (&opts.tree, &opts.layers) {
-        (Some(_), _) => None,
-        (None, Some(layers)) => Some(rootfs::resolve(layers, &progress)?),
-        (None, None) => bail!("neither a tree nor layers to build one from"),
-    };
-    let disk_opts = DiskOptions {
+    Ok(Inputs {
+        format,
+        outs,
         size,
-        cmdline: opts.cmdline.clone(),
-        baked_env: opts.bake_env.then(|| env_bytes.clone()),
-        source_date_epoch: stack.as_ref().map(|s| s.source_date_epoch()),
-    };
-    let cached = match &stack {
-        Some(s) => look_up_image(s, opts, format, &disk_opts)?,
-        None => None,
-    };
+        env_bytes,
+        env,
+    })
+}
 
-    // The image: a copy of the cached one, else made from the tree.
-    let restored = match (&stack, &cached) {
-        (Some(s), Some(c)) => restore_image(s, c, &image_tmp),
+/// The build's work directory beside the output (removed when dropped) and
+/// the work paths of the outputs in it.
+struct WorkFiles {
+    dir: tempfile::TempDir,
+    /// The final name already: a VMDK's descriptor names its own file.
+    image: PathBuf,
+    seed: Option<PathBuf>,
+    manifest: PathBuf,
+    sums: PathBuf,
+}
+
+impl WorkFiles {
+    fn create(opts: &BuildOptions, outs: &Outputs) -> Result<WorkFiles> {
+        let dir = tempfile::Builder::new()
+            .prefix(".imgbuild-")
+            .tempdir_in(out_dir(&opts.output))
+            .with_context(|| {
+                format!(
+                    "creating a work directory in {}",
+                    out_dir(&opts.output).display()
+                )
+            })?;
+        let image = dir.path().join(
+            outs.image
+                .file_name()
+                .context("the output has no file name")?,
+        );
+        Ok(WorkFiles {
+            image,
+            seed: outs.seed.as_ref().map(|_| dir.path().join("seed.iso")),
+            manifest: dir.path().join("manifest.json"),
+            sums: dir.path().join("SHA256SUMS"),
+            dir,
+        })
+    }
+}
+
+/// Step: the layers' keys (nothing extracted yet); `None` for `--tree`.
+fn resolve_layers<'p>(
+    opts: &BuildOptions,
+    progress: &'p Progress,
+) -> Result<Option<rootfs::Stack<'p>>> {
+    match (&opts.tree, &opts.layers) {
+        (Some(_), _) => Ok(None),
+        (None, Some(layers)) => Ok(Some(rootfs::resolve(layers, progress)?)),
+        (None, None) => bail!("neither a tree nor layers to build one from"),
+    }
+}
+
+/// Step: the image at its work path: a copy of the cached one, else made
+/// from the tree; private when it carries the env.
+fn image(
+    opts: &BuildOptions,
+    stack: Option<rootfs::Stack>,
+    cached: Option<&CachedImage>,
+    work: &WorkFiles,
+    format: Format,
+    disk_opts: &DiskOptions,
+) -> Result<Made> {
+    let restored = match (&stack, cached) {
+        (Some(s), Some(c)) => restore_image(s, c, &work.image),
         _ => None,
     };
     let made = match restored {
@@ -222,28 +325,27 @@ pub fn run(opts: &BuildOptions) -> Result<()> {
             drop(stack);
             made
         }
-        None => make_image(opts, stack, tmp.path(), &image_tmp, format, &disk_opts)?,
+        None => make_image(opts, stack, work.dir.path(), &work.image, format, disk_opts)?,
     };
     crate::mount::check_interrupted()?;
     // An image that carries the env carries its secrets: readable by its
     // owner only, as the seed is (and so is its image cache entry).
     if opts.bake_env {
-        fs::set_permissions(&image_tmp, fs::Permissions::from_mode(BAKED_IMAGE_MODE))
+        fs::set_permissions(&work.image, fs::Permissions::from_mode(BAKED_IMAGE_MODE))
             .context("making the image with the baked env private")?;
     }
+    Ok(made)
+}
 
-    // The seed.
-    let seed_tmp = tmp.path().join("seed.iso");
-    if outs.seed.is_some() {
-        write_seed(
-            &env_bytes,
-            &env,
-            made.parts.disk.source_date_epoch,
-            &seed_tmp,
-        )?;
-    }
-
-    // Sums and manifest.
+/// Step: `SHA256SUMS` and the manifest in the work directory; returns the
+/// image's sha256.
+fn sums_and_manifest(
+    opts: &BuildOptions,
+    input: &Inputs,
+    work: &WorkFiles,
+    made: &Made,
+) -> Result<String> {
+    let outs = &input.outs;
     let name = |p: &Path| {
         p.file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -251,10 +353,10 @@ pub fn run(opts: &BuildOptions) -> Result<()> {
     };
     let image_sha = match &made.sha256 {
         Some(sha) => sha.clone(),
-        None => output::sha256_file(&image_tmp)?,
+        None => output::sha256_file(&work.image)?,
     };
-    let seed_sha = match &outs.seed {
-        Some(_) => Some(output::sha256_file(&seed_tmp)?),
+    let seed_sha = match &work.seed {
+        Some(seed) => Some(output::sha256_file(seed)?),
         None => None,
     };
     let mut sums = vec![(image_sha.clone(), name(&outs.image))];
@@ -267,10 +369,10 @@ pub fn run(opts: &BuildOptions) -> Result<()> {
         imgbuild: env!("CARGO_PKG_VERSION"),
         image: ImageInfo {
             file: name(&outs.image),
-            format,
+            format: input.format,
             compressed: opts.compress,
             virtual_size: made.parts.disk.layout.size,
-            file_size: fs::metadata(&image_tmp)?.len(),
+            file_size: fs::metadata(&work.image)?.len(),
             sha256: image_sha.clone(),
         },
         seed: outs
@@ -292,39 +394,25 @@ pub fn run(opts: &BuildOptions) -> Result<()> {
     };
     let mut manifest_json = serde_json::to_vec_pretty(&manifest)?;
     manifest_json.push(b'\n');
-    seeds::atomic::write_atomic(&tmp.path().join("manifest.json"), &manifest_json, 0o644)
+    seeds::atomic::write_atomic(&work.manifest, &manifest_json, 0o644)
         .context("writing the manifest")?;
-    seeds::atomic::write_atomic(
-        &tmp.path().join("SHA256SUMS"),
-        output::sha256sums(&sums).as_bytes(),
-        0o644,
-    )
-    .context("writing SHA256SUMS")?;
+    seeds::atomic::write_atomic(&work.sums, output::sha256sums(&sums).as_bytes(), 0o644)
+        .context("writing SHA256SUMS")?;
+    Ok(image_sha)
+}
 
-    // A new image goes into the image cache before it is the user's to change.
-    if let Some(c) = cached.as_ref().filter(|_| !made.from_cache) {
-        imagecache::store_after_build(&c.images, &c.inputs, &image_tmp, &image_sha, &made.parts);
+/// Step: every output into place, the image last, so an image never exists
+/// without its sums.
+fn commit_outputs(work: &WorkFiles, outs: &Outputs) -> Result<()> {
+    if let (Some(from), Some(to)) = (&work.seed, &outs.seed) {
+        rename_into(from, to)?;
     }
-    crate::mount::check_interrupted()?;
-
-    // Into place: the image last, so an image never exists without its sums.
-    if let Some(seed) = &outs.seed {
-        rename_into(&seed_tmp, seed)?;
-    }
-    rename_into(&tmp.path().join("manifest.json"), &outs.manifest)?;
-    rename_into(&tmp.path().join("SHA256SUMS"), &outs.sums)?;
-    rename_into(&image_tmp, &outs.image)?;
+    rename_into(&work.manifest, &outs.manifest)?;
+    rename_into(&work.sums, &outs.sums)?;
+    rename_into(&work.image, &outs.image)?;
     File::open(out_dir(&outs.image))
         .and_then(|d| d.sync_all())
-        .context("syncing the output directory")?;
-    tracing::info!(
-        "wrote {} ({}, virtual {}) in {:.1}s",
-        outs.image.display(),
-        human(manifest.image.file_size),
-        human(made.parts.disk.layout.size),
-        t0.elapsed().as_secs_f64()
-    );
-    Ok(())
+        .context("syncing the output directory")
 }
 
 /// The image at its work path, with what the manifest needs from the tree
@@ -401,33 +489,30 @@ fn look_up_image(
 /// entry recorded (said in a warning; the build then assembles it).
 fn restore_image(stack: &rootfs::Stack, cached: &CachedImage, image_tmp: &Path) -> Option<Made> {
     let entry = cached.hit.as_ref()?;
-    let t = Instant::now();
     let layers = stack.report();
     tracing::info!("image: hit {}", &entry.meta.key[..12]);
-    let restored = cached.images.restore(entry, image_tmp).and_then(|sha| {
-        File::open(image_tmp)
-            .and_then(|f| f.sync_all())
-            .context("syncing the image")?;
-        Ok(sha)
-    });
+    let restored = complete_step(
+        || {
+            let sha = cached.images.restore(entry, image_tmp)?;
+            File::open(image_tmp)
+                .and_then(|f| f.sync_all())
+                .context("syncing the image")?;
+            Ok(sha)
+        },
+        |_| "image: copied from the cache".into(),
+    );
     match restored {
-        Ok(sha256) => {
-            tracing::info!(
-                "image: copied from the cache in {:.1}s",
-                t.elapsed().as_secs_f64()
-            );
-            Some(Made {
-                parts: entry.parts.clone(),
-                tree: TreeInfo {
-                    layers,
-                    source: None,
-                    pockets: stack.pockets().to_vec(),
-                    release_pocket_only: stack.base().release_only,
-                },
-                sha256: Some(sha256),
-                from_cache: true,
-            })
-        }
+        Ok(sha256) => Some(Made {
+            parts: entry.parts.clone(),
+            tree: TreeInfo {
+                layers,
+                source: None,
+                pockets: stack.pockets().to_vec(),
+                release_pocket_only: stack.base().release_only,
+            },
+            sha256: Some(sha256),
+            from_cache: true,
+        }),
         Err(e) => {
             tracing::warn!("image: the cached image is not usable, assembling it: {e:#}");
             let _ = fs::remove_file(image_tmp);
@@ -436,20 +521,15 @@ fn restore_image(stack: &rootfs::Stack, cached: &CachedImage, image_tmp: &Path) 
     }
 }
 
-/// Makes the image at `image_tmp`: the tree (a work copy of `--tree`, or
-/// the layers extracted and built), the raw disk assembled from it in
-/// `work`, then the image in its format.
-fn make_image(
+/// Step: the root tree, a work copy this build may modify (of `--tree`,
+/// or the layers extracted and built), what the manifest says of it, and
+/// the built stack (whose top layer is still being stored).
+fn root_tree(
     opts: &BuildOptions,
     stack: Option<rootfs::Stack>,
     work: &Path,
-    image_tmp: &Path,
-    format: Format,
-    disk_opts: &DiskOptions,
-) -> Result<Made> {
-    // The tree: a work copy this build may modify.
-    let t = Instant::now();
-    let (tree, info, built) = match (&opts.tree, stack) {
+) -> Result<(PathBuf, TreeInfo, Option<rootfs::BuiltTree>)> {
+    Ok(match (&opts.tree, stack) {
         (Some(src), _) => {
             let copy = work.join("tree");
             copy_tree(src, &copy)?;
@@ -473,8 +553,25 @@ fn make_image(
             (built.root.clone(), info, Some(built))
         }
         (None, None) => bail!("neither a tree nor layers to build one from"),
-    };
-    tracing::info!("root tree ready in {:.1}s", t.elapsed().as_secs_f64());
+    })
+}
+
+/// Makes the image at `image_tmp`: the tree (a work copy of `--tree`, or
+/// the layers extracted and built), the raw disk assembled from it in
+/// `work`, then the image in its format.
+fn make_image(
+    opts: &BuildOptions,
+    stack: Option<rootfs::Stack>,
+    work: &Path,
+    image_tmp: &Path,
+    format: Format,
+    disk_opts: &DiskOptions,
+) -> Result<Made> {
+    // The tree: a work copy this build may modify.
+    let (tree, info, built) = complete_step(
+        || root_tree(opts, stack, work),
+        |_| "root tree ready".into(),
+    )?;
     let packages = match &built {
         Some(b) => b.packages.clone(),
         None => rootfs::installed_packages(&tree)?,
@@ -483,20 +580,10 @@ fn make_image(
     let a = assemble(&tree, work, disk_opts)?;
 
     // The image.
-    let t = Instant::now();
-    match format {
-        Format::Raw => fs::rename(&a.raw, image_tmp)?,
-        Format::Qcow2 => output::convert(&a.raw, image_tmp, format, opts.compress)?,
-        Format::Vmdk => {
-            output::convert(&a.raw, image_tmp, format, false)?;
-            let g = a.layout.disk_guid.0;
-            output::set_vmdk_cid(image_tmp, u32::from_be_bytes([g[0], g[1], g[2], g[3]]))?;
-        }
-    }
-    File::open(image_tmp)
-        .and_then(|f| f.sync_all())
-        .context("syncing the image")?;
-    tracing::info!("image: {format} in {:.1}s", t.elapsed().as_secs_f64());
+    complete_step(
+        || convert(&a, image_tmp, format, opts.compress),
+        |_| format!("image: {format}"),
+    )?;
     match built {
         // Dropping the built tree removes its work directory.
         Some(mut b) => b.finish_store()?,
@@ -510,6 +597,22 @@ fn make_image(
         sha256: None,
         from_cache: false,
     })
+}
+
+/// Step: the raw disk → the image in its format, synced.
+fn convert(a: &Assembled, image_tmp: &Path, format: Format, compress: bool) -> Result<()> {
+    match format {
+        Format::Raw => fs::rename(&a.raw, image_tmp)?,
+        Format::Qcow2 => output::convert(&a.raw, image_tmp, format, compress)?,
+        Format::Vmdk => {
+            output::convert(&a.raw, image_tmp, format, false)?;
+            let g = a.layout.disk_guid.0;
+            output::set_vmdk_cid(image_tmp, u32::from_be_bytes([g[0], g[1], g[2], g[3]]))?;
+        }
+    }
+    File::open(image_tmp)
+        .and_then(|f| f.sync_all())
+        .context("syncing the image")
 }
 
 /// Refuses a missing or unwritable output directory and existing outputs

@@ -41,3 +41,13 @@ pub fn code_for(err: &anyhow::Error) -> u8 {
         FAILURE
     }
 }
+
+/// Fails (exit 1) unless running as root; `needs` says what needs root and
+/// why, e.g. `building the root tree needs root: ...`.
+pub fn require_root(needs: &str) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        anyhow::bail!("{needs}. Run imgbuild as root (e.g. with sudo)");
+    }
+    Ok(())
+}

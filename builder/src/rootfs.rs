@@ -488,7 +488,11 @@ impl<'p> Run<'p> {
         for l in &layers {
             host_sources.push(resolve_host_files(l, opts)?);
         }
-        require_root()?;
+        crate::exit::require_root(
+            "building the root tree needs root: mmdebstrap --mode=root, chroot into the tree, \
+             mounting /proc, /sys and /dev there, and restoring owners and device nodes from the \
+             cache all do",
+        )?;
         require_tools(&["tar", "zstd", "chroot", "dpkg-query", APT_HELPER])?;
         mount::install_interrupt_handler();
 
@@ -514,14 +518,7 @@ impl<'p> Run<'p> {
         probe_dir.remove()?;
         step.done();
         let release = &pocket_states[0];
-        let from_env = match std::env::var("SOURCE_DATE_EPOCH") {
-            Ok(s) if !s.trim().is_empty() => Some(s.trim().parse::<i64>().map_err(|_| {
-                bad_input(format!(
-                    "SOURCE_DATE_EPOCH={s:?} is not a number of seconds"
-                ))
-            })?),
-            _ => None,
-        };
+        let from_env = seeds::nocloud::source_date_epoch_var().map_err(bad_input)?;
         let sde = opts
             .source_date_epoch
             .or(from_env)
@@ -1117,19 +1114,6 @@ impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.0);
     }
-}
-
-/// Fails clearly unless running as root.
-pub fn require_root() -> anyhow::Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!(
-            "building the root tree needs root: mmdebstrap --mode=root, chroot into the tree, \
-             mounting /proc, /sys and /dev there, and restoring owners and device nodes from the \
-             cache all do. Run imgbuild as root (e.g. with sudo)"
-        );
-    }
-    Ok(())
 }
 
 /// Fails naming the first tool that is not installed.

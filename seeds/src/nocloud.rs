@@ -79,11 +79,24 @@ pub fn seed_files(inputs: &SeedInputs) -> Result<Vec<(&'static str, Vec<u8>)>, S
 pub fn source_date_epoch() -> Result<i64, String> {
     match std::env::var("SOURCE_DATE_EPOCH") {
         Err(_) => Ok(0),
-        Ok(v) => v
-            .trim()
-            .parse()
-            .map_err(|_| format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds")),
+        Ok(v) => parse_source_date_epoch(&v),
     }
+}
+
+/// `SOURCE_DATE_EPOCH` from the environment when it is set and not empty
+/// (the one parser of it: `imgbuild` and its seed); a value that is not a
+/// number is an error.
+pub fn source_date_epoch_var() -> Result<Option<i64>, String> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.trim().is_empty() => parse_source_date_epoch(&v).map(Some),
+        _ => Ok(None),
+    }
+}
+
+fn parse_source_date_epoch(v: &str) -> Result<i64, String> {
+    v.trim()
+        .parse()
+        .map_err(|_| format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds"))
 }
 
 #[cfg(test)]
