@@ -461,7 +461,8 @@ impl Images {
     }
 
     /// Deletes an entry (complete or not; a stray file of that name too).
-    pub fn delete(&self, _lock: &CacheLock, key: &str) -> Result<()> {
+    /// `_held` proves the caller holds the cache's lock.
+    pub fn delete(&self, _held: &CacheLock, key: &str) -> Result<()> {
         let dir = self.entry_dir(key);
         let removed = match fs::symlink_metadata(&dir) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

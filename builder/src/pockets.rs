@@ -144,14 +144,7 @@ fn parse_rfc2822(s: &str) -> Option<i64> {
     let [h, mi, se] = hms.as_slice() else {
         return None;
     };
-    // Days from civil (Howard Hinnant's algorithm).
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146097 + doe - 719468;
+    let days = seeds::civil::days_from_civil(y, m, d);
     Some(days * 86400 + h * 3600 + mi * 60 + se)
 }
 

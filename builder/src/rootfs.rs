@@ -368,13 +368,13 @@ impl Stack<'_> {
             pockets,
             sde,
             cache,
-            _lock,
+            lock,
             ..
         } = run;
         match &mut pending {
             // The lock goes with the entry still to be stored.
-            Some(p) => p.lock = Some(_lock),
-            None => drop(_lock),
+            Some(p) => p.lock = Some(lock),
+            None => drop(lock),
         }
         Ok(BuiltTree {
             pending,
@@ -433,7 +433,8 @@ struct Stage {
 struct Run<'p> {
     progress: &'p Progress,
     cache: Cache,
-    _lock: cache::CacheLock,
+    /// Held while the build runs; handed to the entry still to be stored.
+    lock: cache::CacheLock,
     base: BaseSettings,
     pockets: Vec<PocketState>,
     /// The image's apt sources (deb822), written by the updates step.
@@ -586,7 +587,7 @@ impl<'p> Run<'p> {
         Ok(Run {
             progress,
             cache,
-            _lock: lock,
+            lock,
             base,
             pockets: pocket_states,
             image_sources,

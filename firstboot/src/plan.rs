@@ -129,6 +129,19 @@ pub enum Table {
     None,
 }
 
+impl Table {
+    /// The root partition's entry (`None` without a table, or when the
+    /// table has no entry of the root's number).
+    pub fn root_partition(&self) -> Option<&Part> {
+        let (partitions, root) = match self {
+            Table::Gpt(t) => (&t.partitions, t.root),
+            Table::Mbr(t) => (&t.partitions, t.root),
+            Table::None => return None,
+        };
+        partitions.iter().find(|p| p.number == root)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GptFacts {
     pub first_usable: u64,

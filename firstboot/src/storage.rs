@@ -437,24 +437,8 @@ fn grow_ext4(g: &mut Gathered, device: &Path, to_bytes: u64) -> Result<()> {
     } else {
         let name = match &g.facts.boot.table {
             Table::None => g.disk.path.display().to_string(),
-            Table::Gpt(t) => {
-                let root = t
-                    .partitions
-                    .iter()
-                    .find(|p| p.number == t.root)
-                    .context("root")?;
-                format!(
-                    "{}?offset={}",
-                    g.disk.path.display(),
-                    root.start * g.disk.sector_size
-                )
-            }
-            Table::Mbr(t) => {
-                let root = t
-                    .partitions
-                    .iter()
-                    .find(|p| p.number == t.root)
-                    .context("root")?;
+            table => {
+                let root = table.root_partition().context("root")?;
                 format!(
                     "{}?offset={}",
                     g.disk.path.display(),

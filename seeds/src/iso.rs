@@ -45,6 +45,7 @@
 use std::collections::HashSet;
 use std::io::{Read, Seek};
 
+use crate::civil::civil_from_days;
 use crate::seedfs::{join_name, Collector, Device, FsKind, Limits, Seed, SeedError};
 
 /// ISO9660 logical sector (and block) size.
@@ -280,20 +281,6 @@ impl Timestamp {
         long[..16].copy_from_slice(text.as_bytes());
         Timestamp { short, long }
     }
-}
-
-/// (year, month, day) of a day count since 1970-01-01 (proleptic Gregorian).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 fn both16(v: u16) -> [u8; 4] {

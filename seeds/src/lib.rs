@@ -6,6 +6,7 @@
 pub mod atomic;
 pub mod cachedir;
 pub mod calendar;
+pub mod civil;
 pub mod cmd;
 pub mod env;
 pub mod fat;

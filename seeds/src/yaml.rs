@@ -433,7 +433,11 @@ impl Builder<'_> {
                     top.pending_key = Some(node);
                 }
                 Some(key) => {
-                    if key.value == Value::Str("<<".into()) && key_is_merge(&key) {
+                    // Merge keys are resolved from plain `<<` scalars only; a quoted
+                    // "<<" is resolved to a string before here and is
+                    // indistinguishable, which matches PyYAML closely
+                    // enough for env files.
+                    if key.value == Value::Str("<<".into()) {
                         top.merges.push((node, key.pos));
                     } else {
                         if let Some((first, _)) = entries.iter().find(|(k, _)| {
@@ -479,13 +483,6 @@ impl Builder<'_> {
 /// `ecs.settings`).
 pub fn redact_path(path: &str, secret: SecretRoot) -> String {
     secret(path).unwrap_or(path).to_string()
-}
-
-fn key_is_merge(_key: &Node) -> bool {
-    // Merge keys are resolved from plain `<<` scalars only; a quoted "<<" is
-    // resolved to a string before we get here and is indistinguishable, which
-    // matches PyYAML closely enough for env files.
-    true
 }
 
 /// Applies `<<` merge keys: keys already in the map win, then the merged
@@ -798,7 +795,7 @@ fn parse_float(s: &str) -> f64 {
 fn resolve_timestamp(s: &str) -> Option<String> {
     let b = s.as_bytes();
     // A bare date: exactly YYYY-MM-DD.
-    if b.len() == 10 && is_date_shape(b, true) {
+    if b.len() == 10 && is_date_shape(b) {
         return valid_date(&s[0..4], &s[5..7], &s[8..10]).then(|| s.to_owned());
     }
     // YYYY-M(M)-D(D) then [Tt] or spaces, H(H):MM:SS(.frac)? (spaces? (Z|±H(H)(:MM)?))?
@@ -885,7 +882,7 @@ fn resolve_timestamp(s: &str) -> Option<String> {
     Some(out)
 }
 
-fn is_date_shape(b: &[u8], _strict: bool) -> bool {
+fn is_date_shape(b: &[u8]) -> bool {
     b[0..4].iter().all(u8::is_ascii_digit)
         && b[4] == b'-'
         && b[5..7].iter().all(u8::is_ascii_digit)
