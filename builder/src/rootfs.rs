@@ -292,11 +292,17 @@ impl Stack<'_> {
 
     fn build_tree(self, background: bool) -> anyhow::Result<BuiltTree> {
         let run = self.run;
-        let (layers, work, root, mut pending) = run.execute(true, background)?;
-        let (work, root) = (
-            work.expect("a tree was asked for"),
-            root.expect("a tree was asked for"),
-        );
+        let goal = if background {
+            Goal::TreeStoringTopLater
+        } else {
+            Goal::Tree
+        };
+        let Executed {
+            layers,
+            tree,
+            mut pending,
+        } = run.execute(goal)?;
+        let (work, root) = tree.expect("a tree was asked for");
         let step = run.progress.step("listing packages");
         let packages = installed_packages(&root)?;
         step.done_with(&format!("{} packages", packages.len()));
@@ -331,7 +337,31 @@ impl Stack<'_> {
 /// tree when it already is. Returns the layers with their keys.
 pub fn cache_layers(opts: &TreeOptions, progress: &Progress) -> anyhow::Result<Vec<BuiltLayer>> {
     let run = Run::prepare(opts, progress)?;
-    Ok(run.execute(false, false)?.0)
+    Ok(run.execute(Goal::Layers)?.layers)
+}
+
+/// What [`Run::execute`] is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Goal {
+    /// Every layer in the cache; a fully cached stack is only checked, not
+    /// extracted (a tree results only when something had to be built).
+    Layers,
+    /// The final tree, every layer stored before the next starts.
+    Tree,
+    /// The final tree, the top layer's store left to a [`PendingStore`]
+    /// (finished while the disk is assembled).
+    TreeStoringTopLater,
+}
+
+/// What [`Run::execute`] made.
+struct Executed {
+    /// The layers, bottom first, with their keys and outcomes.
+    layers: Vec<BuiltLayer>,
+    /// The work directory and the tree in it, when a tree was asked for
+    /// or anything was built.
+    tree: Option<(TreeDir, PathBuf)>,
+    /// The top layer's store, with [`Goal::TreeStoringTopLater`].
+    pending: Option<PendingStore>,
 }
 
 /// What a planned layer runs.
@@ -594,28 +624,23 @@ impl<'p> Run<'p> {
     }
 
     /// Logs hits and misses, extracts the highest cached layer, builds the
-    /// rest. Returns the layers, and (when `want_tree` or anything was built)
-    /// the work directory and the tree in it.
-    #[allow(clippy::type_complexity)]
-    /// With `background`, the top layer's store is left to a
-    /// [`PendingStore`] (returned) when that layer is built.
-    #[allow(clippy::type_complexity)]
-    fn execute(
-        &self,
-        want_tree: bool,
-        background: bool,
-    ) -> anyhow::Result<(
-        Vec<BuiltLayer>,
-        Option<TreeDir>,
-        Option<PathBuf>,
-        Option<PendingStore>,
-    )> {
+    /// rest (see [`Goal`]).
+    fn execute(&self, goal: Goal) -> anyhow::Result<Executed> {
+        let (want_tree, background) = match goal {
+            Goal::Layers => (false, false),
+            Goal::Tree => (true, false),
+            Goal::TreeStoringTopLater => (true, true),
+        };
         let out = self.report();
         let (top_cached, resume_in_layer) = self.resume_point();
         let all_cached = top_cached == Some(self.plan.len() - 1) && resume_in_layer.is_none();
         if all_cached && !want_tree {
             self.cache.touch(&self.plan[self.plan.len() - 1].key);
-            return Ok((out, None, None, None));
+            return Ok(Executed {
+                layers: out,
+                tree: None,
+                pending: None,
+            });
         }
 
         let work = TreeDir::create(next_work_path(&self.cache, "tree"), self.in_memory)?;
@@ -660,14 +685,18 @@ impl<'p> Run<'p> {
                     }
                 })?;
         }
-        Ok((out, Some(work), Some(root), pending))
+        Ok(Executed {
+            layers: out,
+            tree: Some((work, root)),
+            pending,
+        })
     }
 
     /// Builds one layer in `root` (which holds its parent's tree, or
-    /// nothing for the base) and stores it. With `from_packages`, `root`
-    /// already holds this layer's package stage. With `scratch` (a
-    /// directory for a plain tar), the store is left to the returned
-    /// [`PendingStore`].
+    /// nothing for the base) and stores it: packages → files → scripts →
+    /// units → cleanup → store. With `from_packages`, `root` already holds
+    /// this layer's package stage. With `scratch` (a directory for a plain
+    /// tar), the store is left to the returned [`PendingStore`].
     fn build_layer(
         &self,
         p: &Planned,
@@ -675,15 +704,38 @@ impl<'p> Run<'p> {
         from_packages: bool,
         scratch: Option<&Path>,
     ) -> anyhow::Result<Option<PendingStore>> {
-        let name = &p.layer.name;
-        let distro = self.base.distro;
         let env = ChrootEnv {
-            layer: name.clone(),
+            layer: p.layer.name.clone(),
             sde: self.sde,
         };
-        let packages = p.layer.packages_for(distro);
+        self.layer_packages(p, root, &env, from_packages)?;
+        mount::check_interrupted()?;
+        self.layer_files(p, root)?;
+        let r = &p.layer.recipe;
+        if !r.scripts.is_empty() || !r.enable.is_empty() || !r.mask.is_empty() {
+            let session = self.chroot(root)?;
+            self.layer_scripts(p, root, &env)?;
+            self.layer_units(p, root, &env)?;
+            session.close()?;
+        }
+        cleanup_tree(root)?;
+        mount::check_interrupted()?;
+        self.store_layer(p, root, scratch)
+    }
+
+    /// Step: the layer's packages: the base by mmdebstrap (with its
+    /// keyrings and sources), the `updates` step, or the recipe's packages
+    /// in the chroot (then its package stage is stored).
+    fn layer_packages(
+        &self,
+        p: &Planned,
+        root: &Path,
+        env: &ChrootEnv,
+        from_packages: bool,
+    ) -> anyhow::Result<()> {
+        let packages = p.layer.packages_for(self.base.distro);
         if p.kind == Kind::Updates {
-            self.updates(root, &env)?;
+            self.updates(root, env)?;
         } else if p.layer.recipe.base.is_some() {
             let _apt = self.lock_apt()?;
             self.mmdebstrap(p, root)?;
@@ -697,62 +749,86 @@ impl<'p> Run<'p> {
         } else if !packages.is_empty() && !from_packages {
             let _apt = self.lock_apt()?;
             let session = self.chroot(root)?;
-            self.install_packages(p, root, &env, &packages)?;
+            self.install_packages(p, root, env, &packages)?;
             session.close()?;
             cleanup_tree(root)?;
             if let Some(stage) = &p.packages_stage {
                 self.store(
                     root,
-                    &format!("{name}: archiving its packages"),
+                    &format!("{}: archiving its packages", p.layer.name),
                     &stage.inputs,
                 )?;
             }
         }
-        mount::check_interrupted()?;
+        Ok(())
+    }
 
+    /// Step: the `files/` overlay, host files, owners and modes.
+    fn layer_files(&self, p: &Planned, root: &Path) -> anyhow::Result<()> {
         let files_dir = p.layer.dir.join(recipe::FILES_DIR);
-        if files_dir.is_dir()
-            || !p.layer.recipe.host_files.is_empty()
-            || !p.layer.recipe.files.is_empty()
+        if !files_dir.is_dir()
+            && p.layer.recipe.host_files.is_empty()
+            && p.layer.recipe.files.is_empty()
         {
-            let step = self.progress.step(format!("{name}: files"));
-            if files_dir.is_dir() {
-                copy_overlay(&files_dir, root, Path::new(""))?;
-            }
-            for (hf, src) in p.layer.recipe.host_files.iter().zip(&p.host_sources) {
-                install_host_file(root, src, &hf.to, hf.mode)
-                    .with_context(|| format!("host_files: {} → {}", hf.from, hf.to))?;
-            }
-            for fa in &p.layer.recipe.files {
-                apply_attrs(root, fa).with_context(|| format!("files: {}", fa.path))?;
-            }
+            return Ok(());
+        }
+        let step = self.progress.step(format!("{}: files", p.layer.name));
+        if files_dir.is_dir() {
+            copy_overlay(&files_dir, root, Path::new(""))?;
+        }
+        for (hf, src) in p.layer.recipe.host_files.iter().zip(&p.host_sources) {
+            install_host_file(root, src, &hf.to, hf.mode)
+                .with_context(|| format!("host_files: {} → {}", hf.from, hf.to))?;
+        }
+        for fa in &p.layer.recipe.files {
+            apply_attrs(root, fa).with_context(|| format!("files: {}", fa.path))?;
+        }
+        step.done();
+        Ok(())
+    }
+
+    /// Step: the recipe's scripts, in order, in the chroot.
+    fn layer_scripts(&self, p: &Planned, root: &Path, env: &ChrootEnv) -> anyhow::Result<()> {
+        for script in &p.layer.recipe.scripts {
+            mount::check_interrupted()?;
+            let step = self
+                .progress
+                .step(format!("{}: script {script}", p.layer.name));
+            run_script(root, &p.layer.dir.join(script), env, &step)
+                .with_context(|| format!("script {script}"))?;
             step.done();
         }
+        Ok(())
+    }
+
+    /// Step: `systemctl enable` and `mask` of the recipe's units.
+    fn layer_units(&self, p: &Planned, root: &Path, env: &ChrootEnv) -> anyhow::Result<()> {
         let r = &p.layer.recipe;
-        if !r.scripts.is_empty() || !r.enable.is_empty() || !r.mask.is_empty() {
-            let session = self.chroot(root)?;
-            for script in &r.scripts {
-                mount::check_interrupted()?;
-                let step = self.progress.step(format!("{name}: script {script}"));
-                run_script(root, &p.layer.dir.join(script), &env, &step)
-                    .with_context(|| format!("script {script}"))?;
-                step.done();
+        for (verb, units) in [("enable", &r.enable), ("mask", &r.mask)] {
+            if units.is_empty() {
+                continue;
             }
-            for (verb, units) in [("enable", &r.enable), ("mask", &r.mask)] {
-                if units.is_empty() {
-                    continue;
-                }
-                let step = self.progress.step(format!("{name}: systemctl {verb}"));
-                let mut c = env.command(root, &["systemctl", verb]);
-                c.args(units);
-                cmd::run_streaming(&mut c, &mut |l| step.line(l))
-                    .with_context(|| format!("systemctl {verb}"))?;
-                step.done();
-            }
-            session.close()?;
+            let step = self
+                .progress
+                .step(format!("{}: systemctl {verb}", p.layer.name));
+            let mut c = env.command(root, &["systemctl", verb]);
+            c.args(units);
+            cmd::run_streaming(&mut c, &mut |l| step.line(l))
+                .with_context(|| format!("systemctl {verb}"))?;
+            step.done();
         }
-        cleanup_tree(root)?;
-        mount::check_interrupted()?;
+        Ok(())
+    }
+
+    /// Step: the layer into the cache, now or (with `scratch`) left to the
+    /// returned [`PendingStore`].
+    fn store_layer(
+        &self,
+        p: &Planned,
+        root: &Path,
+        scratch: Option<&Path>,
+    ) -> anyhow::Result<Option<PendingStore>> {
+        let name = &p.layer.name;
         match scratch {
             Some(dir) => self.store_later(root, name, &p.inputs, dir).map(Some),
             None => self
