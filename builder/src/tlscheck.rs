@@ -1,7 +1,8 @@
 //! Checks the env's TLS certificate and key (`appliance.ssl.cert` and
 //! `.key`) before anything is built: the certificate parses as PEM, the key
 //! parses and belongs to it, the certificate names `appliance.domain` and has
-//! not expired.
+//! not expired. And the ACME server's CA (`appliance.ssl.letsencrypt.
+//! directory_ca`): a certificate openssl reads, not expired.
 //!
 //! The checks run the host's `openssl` through the command runner rather than
 //! an X.509 crate: it is the reference parser the appliance's own nginx
@@ -20,16 +21,29 @@ use crate::exit::bad_input;
 /// Checks the env's certificate and key when it has them; every problem is
 /// bad input naming the key path.
 pub fn check(env: &Env, file: &str) -> anyhow::Result<()> {
-    let (Some(cert), Some(key)) = (&env.appliance.ssl.cert, &env.appliance.ssl.key) else {
-        return Ok(());
-    };
     let err = |what: &str, msg: String| bad_input(format!("{file}: appliance.ssl.{what}: {msg}"));
-    if which("openssl").is_none() {
+    let ssl = &env.appliance.ssl;
+    if (ssl.cert.is_some() || ssl.letsencrypt_directory_ca.is_some()) && which("openssl").is_none()
+    {
         return Err(err(
             "cert",
-            "checking the certificate needs openssl (apt-get install openssl)".into(),
+            "checking the certificates needs openssl (apt-get install openssl)".into(),
         ));
     }
+    if let Some(ca) = &ssl.letsencrypt_directory_ca {
+        let what = "letsencrypt.directory_ca";
+        let mut c = Command::new("openssl");
+        c.args(["x509", "-noout", "-enddate", "-checkend", "0"]);
+        if let Err(e) = cmd::run_with_input(&mut c, Some(ca.as_bytes())) {
+            return Err(match not_after(&e) {
+                Some(end) => err(what, format!("has expired (notAfter {end})")),
+                None => err(what, "not a PEM certificate openssl can read".into()),
+            });
+        }
+    }
+    let (Some(cert), Some(key)) = (&ssl.cert, &ssl.key) else {
+        return Ok(());
+    };
     let openssl = |args: &[&str], input: &[u8]| {
         let mut c = Command::new("openssl");
         c.args(args);
@@ -64,14 +78,17 @@ pub fn check(env: &Env, file: &str) -> anyhow::Result<()> {
     match cmd::run_with_input(&mut c, Some(cert.as_bytes())) {
         Ok(_) => Ok(()),
         Err(e) => {
-            let end = e
-                .to_string()
-                .lines()
-                .find_map(|l| l.trim().strip_prefix("notAfter=").map(str::to_string))
-                .unwrap_or_else(|| "unknown".into());
+            let end = not_after(&e).unwrap_or_else(|| "unknown".into());
             Err(err("cert", format!("has expired (notAfter {end})")))
         }
     }
+}
+
+/// The `notAfter=` date in a failed `openssl x509 -enddate -checkend`.
+fn not_after(e: &impl std::fmt::Display) -> Option<String> {
+    e.to_string()
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("notAfter=").map(str::to_string))
 }
 
 fn which(tool: &str) -> Option<std::path::PathBuf> {

@@ -182,3 +182,43 @@ fn tls_pairs_are_checked_at_env_check_time() {
         assert!(o.stdout.is_empty());
     }
 }
+
+/// `appliance.ssl.letsencrypt.directory_ca`: a certificate openssl reads and
+/// that has not expired.
+#[test]
+fn acme_directory_ca_is_checked() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let (good, _) = pair(dir, "acme", "acme.example.org", false);
+    let (old, _) = pair(dir, "acme-old", "acme.example.org", true);
+    // `openssl ca` writes the certificate's text before its PEM.
+    let old = &old[old.find("-----BEGIN").unwrap()..];
+    let env = |ca: &str| {
+        let block: String = ca.lines().map(|l| format!("        {l}\n")).collect();
+        format!(
+            "#cloud-config\nappliance:\n  domain: ecs.example.org\n  ssl:\n    letsencrypt:\n      \
+             directory: https://acme.example.org/dir\n      directory_ca: |\n{block}\
+             ecs:\n  settings: s\n  vault_encrypt: e\n  vault_sign: s\n"
+        )
+    };
+    let o = check(dir, "ca-good.yml", &env(&good));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for (name, ca, want) in [
+        ("ca-old", old, "appliance.ssl.letsencrypt.directory_ca: has expired (notAfter Jan  2 00:00:00 2020 GMT)"),
+        (
+            "ca-junk",
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+            "appliance.ssl.letsencrypt.directory_ca: not a PEM certificate openssl can read",
+        ),
+    ] {
+        let o = check(dir, &format!("{name}.yml"), &env(ca));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{name}: {err}");
+        assert!(err.contains(&format!("{name}.yml: {want}")), "{name}: {err}");
+    }
+}

@@ -9,6 +9,9 @@ if ! getent passwd app >/dev/null; then
         --shell /bin/bash --comment "ECS appliance" app
 fi
 install -d -o app -g app -m 0755 /app /app/etc /app/etc/tags /app/etc/flags /app/etc/hooks
+# The client CA (appliance.ssl.client_certs_mandatory) lives on /data;
+# tls-setup makes it there when it is needed.
+ln -sfn /data/ecs-ca /app/ecs-ca
 
 # PostgreSQL: the package made the cluster 15/main (16 on noble) in
 # /var/lib/postgresql. The image keeps its configuration

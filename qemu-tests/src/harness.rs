@@ -704,6 +704,15 @@ pub struct BootSpec {
     /// The CA that must verify the HTTPS certificate (curl `--cacert`);
     /// `None`: the page is fetched without verification (`-k`).
     pub https_ca: Option<PathBuf>,
+    /// The host port of the guest's port 80 (`None`: a free one), for a
+    /// peer that must know it before the boot (the ACME server).
+    pub http_port: Option<u16>,
+    /// More options of the user network (e.g. a `guestfwd=...`).
+    pub netdev_extra: Vec<String>,
+    /// After the SSH probes: log in as root with the test key, have the
+    /// guest issue a client certificate from its client CA (`/app/ecs-ca`)
+    /// and fetch the HTTPS page with it ([`Outcome::https_client`]).
+    pub client_cert: bool,
 }
 
 /// One SSH login: `user` with `key` (`None`: password and
@@ -736,6 +745,9 @@ impl BootSpec {
             cut_at: None,
             ssh: Vec::new(),
             https_ca: None,
+            http_port: None,
+            netdev_extra: Vec::new(),
+            client_cert: false,
         }
     }
 }
@@ -765,6 +777,9 @@ pub struct Outcome {
     /// The fingerprints (`SHA256:...`) of the host keys the SSH server
     /// showed, from the client's known_hosts.
     pub host_key_fingerprints: Vec<String>,
+    /// With [`BootSpec::client_cert`]: the HTTPS page fetched with a
+    /// client certificate from the guest's client CA.
+    pub https_client: Option<Result<(u16, String), String>>,
 }
 
 impl Outcome {
@@ -773,10 +788,15 @@ impl Outcome {
     }
 
     /// The status page's (status, body); status 0 and the error when there
-    /// was no answer. Port 80's answer, or HTTPS's when port 80 redirects.
+    /// was no answer. Port 80's answer, or HTTPS's when port 80 redirects
+    /// (with a client certificate when the boot fetched one).
     pub fn page(&self) -> (u16, String) {
         match &self.http {
-            Ok((301, _)) => self.https.clone().unwrap_or_else(|e| (0, e)),
+            Ok((301, _)) => self
+                .https_client
+                .clone()
+                .unwrap_or_else(|| self.https.clone())
+                .unwrap_or_else(|e| (0, e)),
             other => other.clone().unwrap_or_else(|e| (0, e)),
         }
     }
@@ -811,7 +831,10 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
     let dir = artifacts()?.join("consoles");
     fs::create_dir_all(&dir)?;
     let console_log = dir.join(format!("{}.log", spec.name));
-    let port = free_port()?;
+    let port = match spec.http_port {
+        Some(p) => p,
+        None => free_port()?,
+    };
     let ssh_port = free_port()?;
     let https_port = free_port()?;
     // qemu64 and two vCPUs boot fastest under TCG here (BENCHMARKS.md);
@@ -823,7 +846,8 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
         .timeout(boot_timeout())
         .arg("-netdev")
         .arg(format!(
-            "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:80,hostfwd=tcp:127.0.0.1:{ssh_port}-:22,hostfwd=tcp:127.0.0.1:{https_port}-:443"
+            "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:80,hostfwd=tcp:127.0.0.1:{ssh_port}-:22,hostfwd=tcp:127.0.0.1:{https_port}-:443{}",
+            spec.netdev_extra.iter().map(|o| format!(",{o}")).collect::<String>()
         ))
         .arg("-device")
         .arg("virtio-net-pci,netdev=net0");
@@ -858,6 +882,7 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
             served_cert: None,
             ssh: Vec::new(),
             host_key_fingerprints: Vec::new(),
+            https_client: None,
         });
     }
     let known_hosts = dir.join(format!("{}.known_hosts", spec.name));
@@ -880,15 +905,30 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
             Ok((status, location, body)) => (Ok((status, body)), location),
             Err(e) => (Err(format!("{e:#}")), None),
         };
-        let https = https_get(https_port, spec.https_ca.as_deref()).map_err(|e| format!("{e:#}"));
+        let https =
+            https_get(https_port, spec.https_ca.as_deref(), None).map_err(|e| format!("{e:#}"));
         let served_cert = served_cert(https_port).ok();
         let mut ssh = Vec::new();
         for p in &spec.ssh {
             ssh.push(ssh_probe(ssh_port, &known_hosts, p)?);
         }
-        Ok((report, (http, http_location), (https, served_cert), ssh))
+        let https_client = if spec.client_cert {
+            Some(
+                client_cert(ssh_port, &known_hosts, &spec.name)
+                    .and_then(|c| https_get(https_port, spec.https_ca.as_deref(), Some(&c)))
+                    .map_err(|e| format!("{e:#}")),
+            )
+        } else {
+            None
+        };
+        Ok((
+            report,
+            (http, http_location),
+            (https, served_cert),
+            (ssh, https_client),
+        ))
     })?;
-    let (report, (http, http_location), (https, served_cert), ssh) = report;
+    let (report, (http, http_location), (https, served_cert), (ssh, https_client)) = report;
     let host_key_fingerprints = if known_hosts.exists() {
         run(
             Command::new("ssh-keygen")
@@ -915,13 +955,45 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
         served_cert,
         ssh,
         host_key_fingerprints,
+        https_client,
     })
+}
+
+/// A client certificate from the guest's client CA: the guest makes a key
+/// and signs its certificate with `/app/ecs-ca` (over SSH as root with the
+/// test key); returns the PEM file (certificate and key) in the artifacts.
+fn client_cert(ssh_port: u16, known_hosts: &Path, name: &str) -> Result<PathBuf> {
+    let probe = SshProbe {
+        user: "root".into(),
+        key: Some(test_ssh_key()),
+        command: "set -e; d=$(mktemp -d); \
+            openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+              -subj /CN=boot-test-client -keyout $d/k -out $d/csr 2>/dev/null; \
+            openssl x509 -req -days 1 -in $d/csr -CA /app/ecs-ca/ca.cert.pem \
+              -CAkey /app/ecs-ca/private/ca.key.pem -CAcreateserial -CAserial $d/srl \
+              -out $d/c 2>/dev/null; cat $d/c $d/k; rm -rf $d"
+            .into(),
+    };
+    let r = ssh_probe(ssh_port, known_hosts, &probe)?;
+    if r.status != Some(0) || !r.stdout.contains("BEGIN CERTIFICATE") {
+        bail!(
+            "issuing a client certificate on the guest: status {:?}, stderr {:?}",
+            r.status,
+            r.stderr
+        );
+    }
+    let p = artifacts()?
+        .join("consoles")
+        .join(format!("{name}.client.pem"));
+    fs::write(&p, r.stdout)?;
+    Ok(p)
 }
 
 /// `https://TEST_DOMAIN/` with curl through the forward on `port`: (status,
 /// body). With `ca`, the certificate must verify against it and name the
-/// domain; without, it is not checked (`-k`).
-pub fn https_get(port: u16, ca: Option<&Path>) -> Result<(u16, String)> {
+/// domain; without, it is not checked (`-k`). With `client`, curl shows
+/// that certificate (PEM with its key).
+pub fn https_get(port: u16, ca: Option<&Path>, client: Option<&Path>) -> Result<(u16, String)> {
     require_tool("curl")?;
     let mut c = Command::new("curl");
     c.args([
@@ -939,6 +1011,9 @@ pub fn https_get(port: u16, ca: Option<&Path>) -> Result<(u16, String)> {
         Some(ca) => c.arg("--cacert").arg(ca),
         None => c.arg("-k"),
     };
+    if let Some(pem) = client {
+        c.arg("--cert").arg(pem);
+    }
     c.arg(format!("https://{TEST_DOMAIN}:{port}/"));
     let out = run(&mut c, "curl of the HTTPS page")?;
     let (body, code) = out

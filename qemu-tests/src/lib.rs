@@ -5,6 +5,7 @@
 
 pub use vm::*;
 
+pub mod acme;
 pub mod fixtures;
 pub mod harness;
 pub mod report;

@@ -42,6 +42,8 @@ pub const UNITS: &[&str] = &[
     "appliance-snakeoil.service",
     "appliance-tls.service",
     "appliance-ssh-hostkeys.service",
+    "appliance-acme.service",
+    "appliance-acme.timer",
     "postgresql@VERSION-main.service",
     "nginx.service",
     "appliance.service",

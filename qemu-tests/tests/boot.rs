@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use qemu_tests::acme::Pebble;
 use qemu_tests::harness::{
     apt_state, artifacts, blank_disk, boot, build_image, debian_image, default_image,
     deprecated_ssh_key, distro_available, env_ignore_storage, env_volumes, flatten, kernel_of,
@@ -213,20 +214,60 @@ fn check_root_fills(c: &mut Checks, r: &Report, disk_bytes: u64) {
     );
 }
 
+/// How a scenario of [`ignore_storage`] gets its certificate.
+#[derive(Clone, Copy, PartialEq)]
+enum Tls {
+    /// Let's Encrypt off: the machine's own self-signed pair.
+    Own,
+    /// From a local ACME server (pebble), with client certificates
+    /// mandatory.
+    Acme,
+}
+
+/// [`env_ignore_storage`] asking `pebble` for its certificate and requiring
+/// client certificates.
+fn env_acme(pebble: &Pebble) -> String {
+    let ca: String = pebble
+        .listener_ca_pem
+        .lines()
+        .map(|l| format!("        {l}\n"))
+        .collect();
+    env_ignore_storage().replace(
+        "    letsencrypt: {enabled: false}\n",
+        &format!(
+            "    letsencrypt:\n      directory: {}\n      directory_ca: |\n{ca}    client_certs_mandatory: true\n",
+            Pebble::guest_directory()
+        ),
+    )
+}
+
 /// Scenarios 1 and 2: one disk enlarged to 8 GiB, storage ignored.
-fn ignore_storage(distro: Distro, firmware: Firmware, name: &str) {
+fn ignore_storage(distro: Distro, firmware: Firmware, name: &str, tls: Tls) {
     if !distro_available(distro.name()) {
         return;
     }
     let _one = serial();
     let progs = ok(programs(Path::new(env!("CARGO_BIN_EXE_ecs-test-report"))));
     let image = distro.image(progs);
-    let (env_path, iso) = ok(seed(progs, name, &env_ignore_storage()));
+    let http_port = ok(qemu_tests::harness::free_port());
+    let pebble = (tls == Tls::Acme).then(|| ok(Pebble::start(http_port)));
+    let env = match &pebble {
+        Some(p) => env_acme(p),
+        None => env_ignore_storage(),
+    };
+    let (env_path, iso) = ok(seed(progs, name, &env));
     let flat = ok(flatten(progs, &env_path));
     let disk = ok(overlay(&image.qcow2, &disks_dir(name), "vda.qcow2", "8G"));
     let mut spec = BootSpec::new(name, firmware, vec![disk], Some(iso));
     spec.ssh = ssh_probes();
+    spec.http_port = Some(http_port);
+    if let Some(p) = &pebble {
+        spec.netdev_extra.push(p.guestfwd());
+        spec.https_ca = Some(p.issuer_root.clone());
+        spec.client_cert = true;
+    }
     let o = ok(boot(&spec));
+    drop(pebble);
     record_timing(&o);
     let r = o.report();
     let mut c = Checks::new(&o);
@@ -238,7 +279,7 @@ fn ignore_storage(distro: Distro, firmware: Firmware, name: &str) {
     };
     c.eq(r.firmware.as_str(), want_fw, "firmware");
     check_root_fills(&mut c, r, 8 * GIB);
-    check_handoff(&mut c, r, &o, &env_ignore_storage(), &flat, "cidata");
+    check_handoff(&mut c, r, &o, &env, &flat, "cidata");
     let secrets = ok(tree_paths(image))
         .into_iter()
         .filter(|p| p.contains("ssl-cert-snakeoil") || p.contains("ssh_host_"))
@@ -309,8 +350,9 @@ fn with_test_ca(mut spec: BootSpec) -> BootSpec {
 }
 
 /// HTTPS on a ready appliance: port 80 redirects to it, and 443 serves the
-/// env's certificate (verified by the test CA) or, without one, the
-/// machine's own self-signed one.
+/// env's certificate (verified by the test CA), the one the local ACME
+/// server issued (verified by its root; with client certificates
+/// mandatory) or, with neither, the machine's own self-signed one.
 fn check_https(c: &mut Checks, r: &Report, o: &Outcome, env: &str) {
     c.eq(
         o.http.as_ref().map(|h| h.0).ok(),
@@ -329,7 +371,48 @@ fn check_https(c: &mut Checks, r: &Report, o: &Outcome, env: &str) {
         },
     );
     let served = o.served_cert.as_deref().unwrap_or("").trim();
-    if env.contains("BEGIN CERTIFICATE") {
+    let own = r
+        .files
+        .get("/etc/ssl/certs/ssl-cert-snakeoil.pem")
+        .and_then(|f| f.content.clone())
+        .unwrap_or_default();
+    let acme_ran = r
+        .units
+        .get("appliance-acme.service")
+        .is_some_and(|u| u.ever_started());
+    if env.contains("directory_ca:") {
+        // Issued by pebble: curl verified the chain against the root it
+        // issues from (fetched from pebble before the boot).
+        c.check(
+            matches!(&o.https_client, Some(Ok((200, _)))),
+            || {
+                format!(
+                    "curl --cacert pebble's root --cert a client certificate from /app/ecs-ca against https://{TEST_DOMAIN}/: {:?}",
+                    o.https_client
+                )
+            },
+        );
+        c.check(!served.is_empty() && served != own.trim(), || {
+            "the served certificate is the machine's own, not the ACME one".into()
+        });
+        c.check(
+            o.console.contains("appliance-acme: certificate for"),
+            || "appliance-acme.service says nothing of a new certificate on the console".into(),
+        );
+        // Client certificates are mandatory: without one, nginx refuses.
+        c.eq(
+            o.https.as_ref().map(|h| h.0).ok(),
+            Some(400),
+            "HTTPS without a client certificate (client_certs_mandatory)",
+        );
+        c.eq(
+            r.units
+                .get("appliance-acme.timer")
+                .map(|u| u.active_state.as_str()),
+            Some("active"),
+            "appliance-acme.timer (the renewal)",
+        );
+    } else if env.contains("    cert: |") {
         c.eq(
             served,
             test_tls().cert.trim(),
@@ -341,15 +424,35 @@ fn check_https(c: &mut Checks, r: &Report, o: &Outcome, env: &str) {
                 o.https
             )
         });
+        c.check(
+            acme_ran && o.console.contains("appliance-acme: the env's certificate"),
+            || "appliance-acme.service did not say that the env's certificate serves".into(),
+        );
     } else {
-        let own = r
-            .files
-            .get("/etc/ssl/certs/ssl-cert-snakeoil.pem")
-            .and_then(|f| f.content.clone())
-            .unwrap_or_default();
         c.check(!served.is_empty() && served == own.trim(), || {
             format!("the served certificate is not the machine's own:\n{served}\nvs\n{own}")
         });
+        if env.contains("letsencrypt: {enabled: false}") {
+            c.check(
+                o.console
+                    .contains("appliance-acme: appliance.ssl.letsencrypt.enabled is false"),
+                || "appliance-acme.service did not say that Let's Encrypt is off".into(),
+            );
+        } else {
+            // The default CA cannot be reached from the test network: the
+            // warning on the console and the ready page.
+            c.check(
+                o.console
+                    .contains("appliance-acme: warning: no certificate for"),
+                || "no warning of the unreachable ACME server on the console".into(),
+            );
+            c.check(o.page().1.contains("Warning: no certificate for"), || {
+                format!(
+                    "no warning of the unreachable ACME server on the ready page:\n{}",
+                    o.page().1
+                )
+            });
+        }
     }
     match r.files.get("/etc/ecs-appliance/tls/server.key") {
         Some(f) => {
@@ -529,22 +632,22 @@ fn tree_paths(image: &Image) -> anyhow::Result<Vec<String>> {
 
 #[test]
 fn s1_uefi_ignore_storage_fills_disk() {
-    ignore_storage(Distro::Ubuntu, Firmware::Uefi, "s1-uefi");
+    ignore_storage(Distro::Ubuntu, Firmware::Uefi, "s1-uefi", Tls::Own);
 }
 
 #[test]
 fn s2_seabios_same_state() {
-    ignore_storage(Distro::Ubuntu, Firmware::Bios, "s2-bios");
+    ignore_storage(Distro::Ubuntu, Firmware::Bios, "s2-bios", Tls::Acme);
 }
 
 #[test]
 fn d1_debian_uefi_ready() {
-    ignore_storage(Distro::Debian, Firmware::Uefi, "d1-debian-uefi");
+    ignore_storage(Distro::Debian, Firmware::Uefi, "d1-debian-uefi", Tls::Own);
 }
 
 #[test]
 fn d2_debian_seabios_ready() {
-    ignore_storage(Distro::Debian, Firmware::Bios, "d2-debian-bios");
+    ignore_storage(Distro::Debian, Firmware::Bios, "d2-debian-bios", Tls::Own);
 }
 
 /// Scenario 3's disks and first boot, shared with scenario 4.
@@ -760,9 +863,14 @@ fn s6_baked_env_without_seed() {
     c.finish();
 }
 
-/// The baked scenario's env: no SSH key at all.
+/// The baked scenario's env: no SSH key at all, and Let's Encrypt on with
+/// its default CA (which the test network cannot reach).
 fn env_without_ssh_keys() -> String {
     env_ignore_storage()
+        .replace(
+            "letsencrypt: {enabled: false}",
+            "letsencrypt: {enabled: true}",
+        )
         .lines()
         .filter(|l| !l.starts_with("ssh_") && !l.starts_with("  - ssh-"))
         .map(|l| format!("{l}\n"))

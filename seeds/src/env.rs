@@ -29,6 +29,28 @@ use crate::yaml::{self, Node, Pos, Value};
 /// The upstream repositories used when `git.source` is not set.
 pub const APPLIANCE_GIT_SOURCE: &str = "https://github.com/ecs-org/ecs-appliance.git";
 pub const ECS_GIT_SOURCE: &str = "https://github.com/ecs-org/ecs.git";
+/// Let's Encrypt's ACME directory: `appliance.ssl.letsencrypt.directory`'s
+/// default.
+pub const LETSENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+/// An ACME directory URL: `https://HOST[:PORT]/PATH`, nothing a shell or
+/// a config file would read as more than one word.
+fn check_acme_directory(url: &str) -> Result<(), &'static str> {
+    let rest = url
+        .strip_prefix("https://")
+        .ok_or("is not an https:// URL (ACME needs TLS)")?;
+    let host = rest.split(['/', ':']).next().unwrap_or("");
+    if host.is_empty() {
+        return Err("names no host");
+    }
+    if !url
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~:/?#[]@!&()*+,;=%".contains(&b))
+    {
+        return Err("has characters an ACME URL does not need (spaces, quotes, $, `, \\)");
+    }
+    Ok(())
+}
 /// Default `appliance.update.oncalendar`.
 pub const DEFAULT_ONCALENDAR: &str = "*-*-* 06:30:00";
 
@@ -74,6 +96,11 @@ pub struct Appliance {
 #[derive(Debug)]
 pub struct Ssl {
     pub letsencrypt_enabled: bool,
+    /// The ACME directory URL certificates are asked from (https).
+    pub letsencrypt_directory: String,
+    /// A CA certificate (PEM) to trust the ACME server's own TLS
+    /// certificate with, for a private ACME server.
+    pub letsencrypt_directory_ca: Option<String>,
     pub client_certs_mandatory: bool,
     pub key: Option<Secret<String>>,
     pub cert: Option<String>,
@@ -415,6 +442,7 @@ pub const MIN_SIZE: u64 = 16 << 20;
 const MULTILINE: &[&str] = &[
     "appliance.ssl.key",
     "appliance.ssl.cert",
+    "appliance.ssl.letsencrypt.directory_ca",
     "appliance.dkim.key",
     "appliance.backup.encrypt",
     "appliance.extra.states",
@@ -806,9 +834,35 @@ impl Checker<'_> {
             "ssl",
             &["letsencrypt", "client_certs_mandatory", "key", "cert"],
         );
-        let le = self.map(&ssl_map, "letsencrypt", &["enabled"]);
+        let le = self.map(
+            &ssl_map,
+            "letsencrypt",
+            &["enabled", "directory", "directory_ca"],
+        );
+        let directory = self.string(&le, "directory");
+        if let (Some(d), Some(n)) = (&directory, le.get("directory")) {
+            if let Err(why) = check_acme_directory(d) {
+                self.error(
+                    Some(n.pos),
+                    "appliance.ssl.letsencrypt.directory",
+                    format!("{} {why}", quoted(d)),
+                );
+            }
+        }
+        let directory_ca = self.string(&le, "directory_ca");
+        if let (Some(ca), Some(n)) = (&directory_ca, le.get("directory_ca")) {
+            if !ca.trim_start().starts_with("-----BEGIN CERTIFICATE-----") {
+                self.error(
+                    Some(n.pos),
+                    "appliance.ssl.letsencrypt.directory_ca",
+                    "is not a PEM certificate (-----BEGIN CERTIFICATE-----)",
+                );
+            }
+        }
         let ssl = Ssl {
             letsencrypt_enabled: self.bool(&le, "enabled", true),
+            letsencrypt_directory: directory.unwrap_or_else(|| LETSENCRYPT_DIRECTORY.into()),
+            letsencrypt_directory_ca: directory_ca,
             client_certs_mandatory: self.bool(&ssl_map, "client_certs_mandatory", false),
             key: self.secret(&ssl_map, "key"),
             cert: self.string(&ssl_map, "cert"),
@@ -1591,6 +1645,11 @@ mod tests {
         assert_eq!(env.appliance.domain, "ecs.example.org");
         assert!(!env.appliance.standby);
         assert!(env.appliance.ssl.letsencrypt_enabled);
+        assert_eq!(
+            env.appliance.ssl.letsencrypt_directory,
+            LETSENCRYPT_DIRECTORY
+        );
+        assert!(env.appliance.ssl.letsencrypt_directory_ca.is_none());
         assert!(env.appliance.update.automatic);
         assert_eq!(env.appliance.update.oncalendar, DEFAULT_ONCALENDAR);
         assert_eq!(env.appliance.git.branch, "master");
@@ -1664,6 +1723,45 @@ mod tests {
         assert!(
             all.contains("appliance.ssl: `key` and `cert` go together"),
             "{all}"
+        );
+    }
+
+    #[test]
+    fn acme_directory_and_its_ca() {
+        let with = |le: &str| {
+            MINIMAL.replace(
+                "  domain: ecs.example.org\n",
+                &format!("  domain: ecs.example.org\n  ssl:\n    letsencrypt: {le}\n"),
+            )
+        };
+        let env = Env::parse(
+            with("{directory: 'https://10.0.2.100:14000/dir', directory_ca: \"-----BEGIN CERTIFICATE-----\\nx\\n-----END CERTIFICATE-----\\n\"}").as_bytes(),
+            "env.yml",
+        )
+        .unwrap();
+        assert_eq!(
+            env.appliance.ssl.letsencrypt_directory,
+            "https://10.0.2.100:14000/dir"
+        );
+        assert!(env.appliance.ssl.letsencrypt_directory_ca.is_some());
+        for (bad, why) in [
+            ("http://acme.example/dir", "is not an https:// URL"),
+            ("https:///dir", "names no host"),
+            ("https://a.example/$(reboot)", "has characters"),
+        ] {
+            let p = problems(&with(&format!("{{directory: '{bad}'}}")));
+            assert!(
+                p.iter()
+                    .any(|l| l.contains("appliance.ssl.letsencrypt.directory:") && l.contains(why)),
+                "{bad}: {p:?}"
+            );
+        }
+        let p = problems(&with("{directory_ca: not a certificate}"));
+        assert!(
+            p.iter()
+                .any(|l| l
+                    .contains("appliance.ssl.letsencrypt.directory_ca: is not a PEM certificate")),
+            "{p:?}"
         );
     }
 
