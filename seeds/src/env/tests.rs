@@ -1,4 +1,3 @@
-
 use super::*;
 
 const MINIMAL: &str = "#cloud-config\nappliance:\n  domain: ecs.example.org\necs:\n  settings: S3CR3T-SETTINGS\n  vault_encrypt: S3CR3T-ENC\n  vault_sign: S3CR3T-SIGN\n";
