@@ -47,6 +47,7 @@ mod chroot;
 mod clean;
 mod keys;
 mod overlay;
+mod store;
 
 use self::apt::*;
 use self::chroot::*;
@@ -56,6 +57,7 @@ pub use self::keys::TreeOptions;
 use self::keys::*;
 pub use self::overlay::resolve_in_root;
 use self::overlay::*;
+use self::store::*;
 
 /// How a layer was obtained in this build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -114,56 +116,6 @@ impl std::fmt::Debug for BuiltTree {
             .field("layers", &self.layers)
             .field("pending", &self.pending.as_ref().map(|p| &p.name))
             .finish_non_exhaustive()
-    }
-}
-
-/// The top layer's cache entry while its tar is compressed in the
-/// background (see [`Stack::build_with_background_store`]). Committed by
-/// [`BuiltTree::finish_store`], or when dropped (a failed build still caches
-/// a layer that was built), unless interrupted. Holds the cache's lock until
-/// then, as the layer stage does.
-struct PendingStore {
-    name: String,
-    inputs: Inputs,
-    cache: Cache,
-    started: Instant,
-    job: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
-    zst: TempFile,
-    tar: TempFile,
-    lock: Option<cache::CacheLock>,
-}
-
-impl PendingStore {
-    fn commit(&mut self) -> anyhow::Result<()> {
-        let Some(job) = self.job.take() else {
-            return Ok(());
-        };
-        let compressed = job
-            .join()
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("the compression thread panicked")));
-        let _ = fs::remove_file(&self.tar.0);
-        compressed.with_context(|| format!("layer {}: archiving", self.name))?;
-        mount::check_interrupted()?;
-        let meta = self.cache.store(&self.zst.0, &self.inputs)?;
-        tracing::info!(
-            "{}: archiving: stored {} ({} MiB), compressed beside the disk, in {:.1}s",
-            self.name,
-            &meta.key[..12],
-            meta.size >> 20,
-            self.started.elapsed().as_secs_f64()
-        );
-        Ok(())
-    }
-}
-
-impl Drop for PendingStore {
-    fn drop(&mut self) {
-        if self.job.is_some() {
-            if let Err(e) = self.commit() {
-                tracing::warn!("{}: not cached: {e:#}", self.name);
-            }
-        }
-        drop(self.lock.take());
     }
 }
 
@@ -836,59 +788,6 @@ impl<'p> Run<'p> {
                 .map(|()| None),
         }
     }
-
-    /// Reads the tree at `root` into a plain tar in `scratch` and leaves
-    /// its compression and cache entry to the returned [`PendingStore`].
-    fn store_later(
-        &self,
-        root: &Path,
-        name: &str,
-        inputs: &Inputs,
-        scratch: &Path,
-    ) -> anyhow::Result<PendingStore> {
-        let step = self.progress.step(format!("{name}: archiving"));
-        let mounted = mount::mounts_under(root)?;
-        if !mounted.is_empty() {
-            bail!("not archiving: still mounted in the tree: {mounted:?}");
-        }
-        let started = Instant::now();
-        let key = inputs.key();
-        let tar = TempFile(scratch.join(format!(".{key}.tar")));
-        archive::create_uncompressed(root, &tar.0, self.sde, &step)?;
-        let zst = TempFile(self.cache.temp_archive_path(&key));
-        let (from, to) = (tar.0.clone(), zst.0.clone());
-        let job = std::thread::spawn(move || archive::compress(&from, &to));
-        step.done_with("tree read; compressing it beside the disk");
-        Ok(PendingStore {
-            name: name.to_string(),
-            inputs: inputs.clone(),
-            cache: self.cache.clone(),
-            started,
-            job: Some(job),
-            zst,
-            tar,
-            lock: None,
-        })
-    }
-
-    /// Archives the tree at `root` into the cache under `inputs`' key.
-    fn store(&self, root: &Path, what: &str, inputs: &Inputs) -> anyhow::Result<()> {
-        let step = self.progress.step(what);
-        let mounted = mount::mounts_under(root)?;
-        if !mounted.is_empty() {
-            bail!("not archiving: still mounted in the tree: {mounted:?}");
-        }
-        let key = inputs.key();
-        let tmp = TempFile(self.cache.temp_archive_path(&key));
-        archive::create(root, &tmp.0, self.sde, &step)?;
-        let meta = self.cache.store(&tmp.0, inputs)?;
-        step.done_with(&format!(
-            "stored {} ({} MiB)",
-            &meta.key[..12],
-            meta.size >> 20
-        ));
-        Ok(())
-    }
 }
 
 fn next_work_path(cache: &Cache, what: &str) -> PathBuf {
@@ -896,15 +795,6 @@ fn next_work_path(cache: &Cache, what: &str) -> PathBuf {
         "{what}{}",
         WORK_SEQ.fetch_add(1, Ordering::SeqCst)
     ))
-}
-
-/// Removes a file when dropped (a temp archive of a failed layer).
-struct TempFile(PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.0);
-    }
 }
 
 /// Fails naming the first tool that is not installed.
