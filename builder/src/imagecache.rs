@@ -173,64 +173,107 @@ pub fn image_inputs(spec: &ImageSpec, programs: &Programs) -> ImageInputs {
 }
 
 /// Why `new` misses where `old` (the most recently used image) was made:
-/// short phrases, most important first.
+/// short phrases, most important first. Derived from the same serialized
+/// form the key hashes, field by field, so every field that differs is
+/// named (a field added to [`ImageInputs`] is covered without an edit
+/// here; [`describe_field`] only words the known ones better).
 pub fn diff(old: &ImageInputs, new: &ImageInputs) -> Vec<String> {
+    let as_map = |i: &ImageInputs| match serde_json::to_value(i) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => unreachable!("ImageInputs serializes to a JSON object"),
+    };
+    let (a, b) = (as_map(old), as_map(new));
+    let null = serde_json::Value::Null;
+    let mut fields: Vec<&String> = a.keys().chain(b.keys()).collect();
+    fields.sort_by_key(|f| {
+        (
+            FIELD_ORDER
+                .iter()
+                .position(|o| o == f)
+                .unwrap_or(usize::MAX),
+            *f,
+        )
+    });
+    fields.dedup();
     let mut why = Vec::new();
-    if old.format != new.format {
-        why.push("the image cache format changed".to_string());
-    }
-    let (a, b) = (&old.top_layer, &new.top_layer);
-    if a.layer != b.layer {
-        why.push(format!(
-            "the top layer is now {} (was {})",
-            b.layer, a.layer
-        ));
-    } else if a.key != b.key {
-        why.push(format!("layer {} changed", b.layer));
-    }
-    if old.source_date_epoch != new.source_date_epoch {
-        why.push(format!(
-            "SOURCE_DATE_EPOCH changed ({} → {})",
-            old.source_date_epoch, new.source_date_epoch
-        ));
-    }
-    if old.image_format != new.image_format {
-        why.push(format!(
-            "format changed ({} → {})",
-            old.image_format, new.image_format
-        ));
-    }
-    if old.compress != new.compress {
-        why.push("--compress changed".into());
-    }
-    if old.size != new.size {
-        let s = |v: Option<u64>| v.map_or("default".to_string(), human);
-        why.push(format!(
-            "--size changed ({} → {})",
-            s(old.size),
-            s(new.size)
-        ));
-    }
-    if old.cmdline != new.cmdline {
-        why.push("--cmdline changed".into());
-    }
-    match (&old.baked_env, &new.baked_env) {
-        (Some(x), Some(y)) if x != y => why.push("the baked env changed".into()),
-        (x, y) if x.is_some() != y.is_some() => why.push("--bake-env changed".into()),
-        _ => {}
-    }
-    if old.file_name != new.file_name {
-        why.push("the vmdk's file name changed".into());
-    }
-    if old.imgbuild != new.imgbuild {
-        why.push("imgbuild changed".into());
-    }
-    for (tool, hash) in &new.tools {
-        if old.tools.get(tool) != Some(hash) {
-            why.push(format!("{tool} changed"));
+    for field in fields {
+        let (x, y) = (a.get(field).unwrap_or(&null), b.get(field).unwrap_or(&null));
+        if x != y {
+            why.extend(describe_field(field, old, new, x, y));
         }
     }
     why
+}
+
+/// The order [`diff`] names changed fields in (others after these).
+const FIELD_ORDER: &[&str] = &[
+    "format",
+    "top_layer",
+    "source_date_epoch",
+    "image_format",
+    "compress",
+    "size",
+    "cmdline",
+    "baked_env",
+    "file_name",
+    "imgbuild",
+    "tools",
+];
+
+/// The phrases for one changed field of the image's inputs.
+fn describe_field(
+    field: &str,
+    old: &ImageInputs,
+    new: &ImageInputs,
+    x: &serde_json::Value,
+    y: &serde_json::Value,
+) -> Vec<String> {
+    let one = |s: String| vec![s];
+    match field {
+        "format" => one("the image cache format changed".into()),
+        "top_layer" => {
+            let (a, b) = (&old.top_layer, &new.top_layer);
+            if a.layer != b.layer {
+                one(format!(
+                    "the top layer is now {} (was {})",
+                    b.layer, a.layer
+                ))
+            } else {
+                one(format!("layer {} changed", b.layer))
+            }
+        }
+        "source_date_epoch" => one(format!(
+            "SOURCE_DATE_EPOCH changed ({} → {})",
+            old.source_date_epoch, new.source_date_epoch
+        )),
+        "image_format" => one(format!(
+            "format changed ({} → {})",
+            old.image_format, new.image_format
+        )),
+        "compress" => one("--compress changed".into()),
+        "size" => {
+            let s = |v: Option<u64>| v.map_or("default".to_string(), human);
+            one(format!(
+                "--size changed ({} → {})",
+                s(old.size),
+                s(new.size)
+            ))
+        }
+        "cmdline" => one("--cmdline changed".into()),
+        "baked_env" if old.baked_env.is_some() && new.baked_env.is_some() => {
+            one("the baked env changed".into())
+        }
+        "baked_env" => one("--bake-env changed".into()),
+        "file_name" => one("the vmdk's file name changed".into()),
+        "imgbuild" => one("imgbuild changed".into()),
+        "tools" => new
+            .tools
+            .iter()
+            .filter(|(tool, hash)| old.tools.get(*tool) != Some(hash))
+            .map(|(tool, _)| format!("{tool} changed"))
+            .collect(),
+        _ => one(format!("{field} changed ({x} → {y})")),
+    }
 }
 
 /// What `entry.json` holds.

@@ -166,6 +166,16 @@ fn diffs_name_what_changed() {
 }
 
 #[test]
+fn a_field_without_a_phrase_is_named() {
+    let a = image_inputs(&spec(Path::new("/o/ecs.qcow2")), &programs());
+    assert_eq!(
+        describe_field("new_option", &a, &a, &1.into(), &2.into()),
+        vec!["new_option changed (1 → 2)"]
+    );
+    assert!(diff(&a, &a).is_empty());
+}
+
+#[test]
 fn programs_of_this_process_are_hashed() {
     let p = Programs::of_this_process().unwrap();
     assert_eq!(p.imgbuild.len(), 64);
