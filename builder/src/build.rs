@@ -36,9 +36,10 @@ pub struct BuildOptions {
     pub output: PathBuf,
     /// `--format`; by default the output's suffix decides.
     pub format: Option<String>,
-    /// `--size`: the disk's virtual size (e.g. `4G`); by default the tree
-    /// plus headroom.
-    pub size: Option<String>,
+    /// `--size` in bytes, parsed once here from the command line (`4G`);
+    /// by default the tree plus headroom. The disk, the image cache key and
+    /// its miss reasons all take this value.
+    pub size: Option<u64>,
     /// `--cmdline`: added to the kernel command line.
     pub cmdline: String,
     /// `--seed`: where the seed ISO goes (default: `NAME.seed.iso` beside the image).
@@ -72,7 +73,7 @@ impl BuildOptions {
             env: a.env.unwrap_or_default(),
             output: a.output.unwrap_or_default(),
             format: a.format,
-            size: a.size,
+            size: a.size.as_deref().map(parse_size).transpose()?,
             cmdline: a.cmdline,
             seed: a.seed,
             bake_env: a.bake_env,
@@ -164,7 +165,7 @@ pub fn run(opts: &BuildOptions) -> Result<()> {
             let work = WorkFiles::create(opts, &input.outs)?;
             let stack = resolve_layers(opts, &progress)?;
             let disk_opts = DiskOptions {
-                size: input.size,
+                size: opts.size,
                 cmdline: opts.cmdline.clone(),
                 baked_env: opts.bake_env.then(|| input.env_bytes.clone()),
                 source_date_epoch: stack.as_ref().map(|s| s.source_date_epoch()),
@@ -222,7 +223,6 @@ pub fn run(opts: &BuildOptions) -> Result<()> {
 struct Inputs {
     format: Format,
     outs: Outputs,
-    size: Option<u64>,
     env_bytes: Vec<u8>,
     env: seeds::env::Env,
 }
@@ -238,7 +238,6 @@ fn check_inputs(opts: &BuildOptions) -> Result<Inputs> {
     let outs = Outputs::plan(opts);
     check_outputs(&outs, opts.force)?;
     check_distinct(&outs, &opts.env)?;
-    let size = opts.size.as_deref().map(parse_size).transpose()?;
     grub::check_cmdline(&opts.cmdline)?;
     let (env_bytes, env) = crate::env::load_env(&opts.env)?;
     if opts.tree.is_some() {
@@ -250,7 +249,6 @@ fn check_inputs(opts: &BuildOptions) -> Result<Inputs> {
     Ok(Inputs {
         format,
         outs,
-        size,
         env_bytes,
         env,
     })
