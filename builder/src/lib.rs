@@ -26,5 +26,7 @@ pub mod progress;
 pub mod recipe;
 pub mod rootfs;
 pub mod run;
+#[cfg(test)]
+mod testutil;
 pub mod tlscheck;
 pub mod treecmd;

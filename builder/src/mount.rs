@@ -311,32 +311,3 @@ impl Drop for WorkDir {
         }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Needs root (mount(2)); tests run as root on our machines and in CI.
-    #[test]
-    fn guards_unmount_and_protect_directories() {
-        let d = tempfile::tempdir().unwrap();
-        let work = WorkDir::create(d.path().join("w")).unwrap();
-        let target = work.path().join("proc");
-        std::fs::create_dir(&target).unwrap();
-        let m = Mount::filesystem("proc", &target, 0, "").expect("mounting proc (are we root?)");
-        assert!(target.join("self").exists());
-        assert_eq!(
-            mounts_under(work.path()).unwrap(),
-            vec![target.canonicalize().unwrap()]
-        );
-        // A directory with a mount beneath it is never deleted.
-        let err = remove_unless_mounted(work.path()).unwrap_err();
-        assert!(err.to_string().contains("still mounted"), "{err}");
-        assert!(target.join("self").exists());
-        drop(m);
-        assert!(mounts_under(work.path()).unwrap().is_empty());
-        let p = work.path().to_path_buf();
-        drop(work);
-        assert!(!p.exists());
-    }
-}

