@@ -31,7 +31,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -39,6 +39,7 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::entries;
 use crate::exit::bad_input;
 use crate::recipe::BaseSettings;
 
@@ -242,15 +243,7 @@ pub fn describe_tree(
     Ok(())
 }
 
-/// Refuses anything but a key or at least 8 of its leading hex digits.
-pub fn check_key_prefix(key_or_prefix: &str) -> anyhow::Result<()> {
-    if key_or_prefix.len() < 8 || !key_or_prefix.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(bad_input(format!(
-            "{key_or_prefix:?}: give a cache key or at least 8 of its leading hex digits (see `imgbuild cache ls`)"
-        )));
-    }
-    Ok(())
-}
+pub use crate::entries::check_key_prefix;
 
 /// What is stored beside an entry (`KEY.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -394,9 +387,7 @@ impl Cache {
 
     /// Marks an entry as used now (its manifest's mtime orders gc).
     pub fn touch(&self, key: &str) {
-        if let Ok(f) = File::options().write(true).open(self.meta_path(key)) {
-            let _ = f.set_modified(SystemTime::now());
-        }
+        entries::touch(&self.meta_path(key));
     }
 
     /// The most recently written entry of the layer `name`.
@@ -461,17 +452,14 @@ impl Cache {
 
     /// Unix time an entry was last used (written or hit).
     pub fn last_used(&self, key: &str) -> u64 {
-        fs::metadata(self.meta_path(key)).map_or(0, |m| m.mtime().max(0) as u64)
+        entries::last_used(&self.meta_path(key))
     }
 
     /// Deletes one entry, named by its key or a unique prefix of it (8+ chars).
     pub fn remove(&self, key_or_prefix: &str) -> anyhow::Result<EntryMeta> {
         check_key_prefix(key_or_prefix)?;
         let all = self.list()?;
-        let matches: Vec<_> = all
-            .iter()
-            .filter(|e| e.key.starts_with(key_or_prefix))
-            .collect();
+        let matches = entries::matching(&all, key_or_prefix, |e| &e.key);
         match matches.as_slice() {
             [one] => {
                 self.delete(&one.key)?;
@@ -504,17 +492,15 @@ impl Cache {
     /// deletes the rest, plus temporary files and work trees left by builds
     /// that were killed. Returns the deleted entries.
     pub fn gc(&self, keep: usize) -> anyhow::Result<Vec<EntryMeta>> {
-        let mut by_layer: BTreeMap<String, Vec<(u64, EntryMeta)>> = BTreeMap::new();
+        let mut by_layer: BTreeMap<String, Vec<EntryMeta>> = BTreeMap::new();
         for e in self.list()? {
-            by_layer
-                .entry(e.layer.clone())
-                .or_default()
-                .push((self.last_used(&e.key), e));
+            by_layer.entry(e.layer.clone()).or_default().push(e);
         }
         let mut removed = Vec::new();
-        for (_, mut entries) in by_layer {
-            entries.sort_by_key(|e| std::cmp::Reverse((e.0, e.1.created)));
-            for (_, e) in entries.into_iter().skip(keep) {
+        for (_, layer_entries) in by_layer {
+            for e in
+                entries::beyond_keep(layer_entries, keep, |e| (self.last_used(&e.key), e.created))
+            {
                 self.delete(&e.key)?;
                 removed.push(e);
             }

@@ -33,7 +33,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -43,6 +42,7 @@ use sha2::{Digest, Sha256};
 
 use crate::assemble::Assembled;
 use crate::cache::{self, Cache, CacheLock, ParentRef};
+use crate::entries;
 use crate::fsutil::clone_or_copy;
 use crate::output::{self, human, Format};
 use crate::rootfs::Package;
@@ -391,9 +391,7 @@ impl Images {
                 changed_output_hint(entry.meta.linked)
             );
         }
-        if let Ok(f) = File::options().write(true).open(entry.dir.join(ENTRY)) {
-            let _ = f.set_modified(SystemTime::now());
-        }
+        entries::touch(&entry.dir.join(ENTRY));
         Ok(sha256)
     }
 
@@ -485,21 +483,20 @@ impl Images {
 
     /// Unix time an entry was last used (written or hit).
     pub fn last_used(&self, key: &str) -> u64 {
-        fs::metadata(self.entry_dir(key).join(ENTRY)).map_or(0, |m| m.mtime().max(0) as u64)
+        entries::last_used(&self.entry_dir(key).join(ENTRY))
     }
 
     /// When an entry was last used, to the nanosecond (for ordering).
     fn used_at(&self, key: &str) -> SystemTime {
-        fs::metadata(self.entry_dir(key).join(ENTRY))
-            .and_then(|m| m.modified())
-            .unwrap_or(UNIX_EPOCH)
+        entries::used_at(&self.entry_dir(key).join(ENTRY))
     }
 
     /// Complete entries whose key starts with `prefix`.
     pub fn matching(&self, prefix: &str) -> Vec<EntryMeta> {
-        self.list()
+        let all = self.list();
+        entries::matching(&all, prefix, |e| &e.key)
             .into_iter()
-            .filter(|e| e.key.starts_with(prefix))
+            .cloned()
             .collect()
     }
 
@@ -524,14 +521,8 @@ impl Images {
     /// Returns the deleted complete entries.
     pub fn gc(&self, lock: &CacheLock, keep: usize) -> Result<Vec<EntryMeta>> {
         self.remove_leftovers();
-        let mut entries: Vec<(SystemTime, EntryMeta)> = self
-            .list()
-            .into_iter()
-            .map(|e| (self.used_at(&e.key), e))
-            .collect();
-        entries.sort_by_key(|e| std::cmp::Reverse(e.0));
         let mut removed = Vec::new();
-        for (_, e) in entries.into_iter().skip(keep) {
+        for e in entries::beyond_keep(self.list(), keep, |e| self.used_at(&e.key)) {
             self.delete(lock, &e.key)?;
             removed.push(e);
         }

@@ -9,6 +9,7 @@ pub mod build;
 pub mod cache;
 pub mod cli;
 pub mod disk;
+pub mod entries;
 pub mod env;
 pub mod envcmd;
 pub mod esp;

@@ -1,4 +1,5 @@
 use super::*;
+use std::os::unix::fs::MetadataExt;
 
 fn programs() -> Programs {
     let tools = DISK_TOOLS
