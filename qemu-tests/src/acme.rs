@@ -4,8 +4,8 @@
 //! internet.
 //!
 //! - The guest reaches pebble at [`GUEST_ADDR`]:[`GUEST_PORT`], a QEMU
-//!   `guestfwd` to pebble's port on the host's loopback (the boots use
-//!   `restrict=on`: nothing else leaves the guest).
+//!   `guestfwd` through `socat` to pebble's port on the host's loopback
+//!   (the boots use `restrict=on`: nothing else leaves the guest).
 //! - Pebble's own listener certificate is signed by a CA made for this run
 //!   ([`Pebble::listener_ca_pem`], given to the guest as
 //!   `appliance.ssl.letsencrypt.directory_ca`).
@@ -51,17 +51,19 @@ impl Pebble {
         format!("https://{GUEST_ADDR}:{GUEST_PORT}/dir")
     }
 
-    /// QEMU's `guestfwd` option for the guest to reach this pebble.
+    /// QEMU's `guestfwd` option for the guest to reach this pebble: a
+    /// `socat` per connection (a chardev target would carry only the
+    /// first connection).
     pub fn guestfwd(&self) -> String {
         format!(
-            "guestfwd=tcp:{GUEST_ADDR}:{GUEST_PORT}-tcp:127.0.0.1:{}",
+            "guestfwd=tcp:{GUEST_ADDR}:{GUEST_PORT}-cmd:socat - TCP:127.0.0.1:{}",
             self.port
         )
     }
 
     /// Starts pebble, validating http-01 on 127.0.0.1:`http_port`.
     pub fn start(http_port: u16) -> Result<Pebble> {
-        for t in ["pebble", "pebble-challtestsrv", "openssl", "curl"] {
+        for t in ["pebble", "pebble-challtestsrv", "openssl", "curl", "socat"] {
             require_tool(t)?;
         }
         let dir = artifacts()?.join("acme");
@@ -139,7 +141,7 @@ impl Pebble {
                 .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
                 .arg("-dns01")
                 .arg(format!("127.0.0.1:{dns}"))
-                .args(["-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", ""])
+                .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
                 .arg("-management")
                 .arg(format!("127.0.0.1:{dns_mgmt}"))
                 .stdout(log("challtestsrv.log")?)
@@ -187,6 +189,16 @@ impl Pebble {
                         dir.display()
                     )))
                 }
+            }
+        }
+        // Both must still run (a bad flag ends one at once).
+        for (c, name) in me.children.iter_mut().zip(["challtestsrv", "pebble"]) {
+            if let Some(status) = c.try_wait()? {
+                let err = fs::read_to_string(p(&format!("{name}.err"))).unwrap_or_default();
+                bail!(
+                    "{name} ended ({status}): {}",
+                    err.lines().next().unwrap_or("")
+                );
             }
         }
         Ok(me)
