@@ -83,7 +83,14 @@ pub fn assemble(tree: &Path, work: &Path, opts: &DiskOptions) -> Result<Assemble
     )?;
     complete_step(
         || add_image_files(tree, opts, &plan, &kernel),
-        |_| "tree: fstab, grub.cfg and the baked env written".into(),
+        |_| {
+            let env = if opts.baked_env.is_some() {
+                ", /app/env.yml"
+            } else {
+                ""
+            };
+            format!("tree: fstab, grub.cfg{env} written")
+        },
     )?;
     let boot = complete_step(
         || grub_images(&grub_files, work, &plan),
