@@ -34,7 +34,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -45,6 +45,7 @@ use crate::cache::{self, Cache, CacheLock, ParentRef};
 use crate::entries;
 use crate::fsutil::clone_or_copy;
 use crate::output::{self, human, Format};
+use crate::progress::complete_step;
 use crate::rootfs::Package;
 
 /// Bumped whenever the meaning of an image entry or its key changes.
@@ -583,27 +584,31 @@ pub fn store_after_build(
     sha256: &str,
     parts: &ManifestParts,
 ) {
-    let t = Instant::now();
     let key = inputs.key();
     let result = (|| -> Result<Option<EntryMeta>> {
         crate::mount::check_interrupted()?;
         let Some(lock) = images.cache().try_lock()? else {
             return Ok(None);
         };
-        images.store(&lock, inputs, image, sha256, parts).map(Some)
+        complete_step(
+            || images.store(&lock, inputs, image, sha256, parts),
+            |meta| {
+                format!(
+                    "image: stored {} ({}{})",
+                    &key[..12],
+                    human(meta.size),
+                    if meta.linked {
+                        ", a hard link of the output"
+                    } else {
+                        ", a copy"
+                    },
+                )
+            },
+        )
+        .map(Some)
     })();
     match result {
-        Ok(Some(meta)) => tracing::info!(
-            "image: stored {} ({}{}) in {:.1}s",
-            &key[..12],
-            human(meta.size),
-            if meta.linked {
-                ", a hard link of the output"
-            } else {
-                ", a copy"
-            },
-            t.elapsed().as_secs_f64()
-        ),
+        Ok(Some(_)) => {}
         Ok(None) => tracing::info!(
             "image: not stored: another imgbuild is using the cache {}",
             images.cache().dir().display()
