@@ -34,6 +34,7 @@ base_pkgs=(
   openssh-client      # boot tests log in to the appliance with the real OpenSSH client
   pebble              # boot tests: a local ACME server (and its DNS) the appliance gets its certificate from
   socat               # boot tests: the guest reaches the ACME server through a QEMU guestfwd, one socat per connection
+  python3-dkim        # boot tests: dkimpy verifies the DKIM signature of the mail the appliance sends
   openssl             # imgbuild env check verifies the env's TLS pair; boot tests make a test CA
   zstd                # layer cache entries
   xorriso genisoimage # seed ISO checks in tests (isoinfo is in genisoimage)

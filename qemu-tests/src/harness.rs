@@ -34,10 +34,12 @@ use crate::{require_tool, tail, Firmware, Vm, TAIL_LINES, TCG_SAFE_CMDLINE};
 mod boot;
 mod envs;
 mod images;
+mod services;
 
 pub use self::boot::*;
 pub use self::envs::*;
 pub use self::images::*;
+pub use self::services::*;
 
 /// The kernel's time-out for a whole boot to its report (TCG is slow;
 /// `QEMU_BOOT_TIMEOUT` in seconds overrides it).

@@ -9,10 +9,11 @@ use std::sync::OnceLock;
 
 use qemu_tests::acme::Pebble;
 use qemu_tests::harness::{
-    apt_state, artifacts, blank_disk, boot, build_image, debian_image, default_image,
-    deprecated_ssh_key, distro_available, env_ignore_storage, env_volumes, flatten, kernel_of,
-    overlay, programs, raw_seed, record_timing, seed, serial, test_ssh_key, test_tls, BootSpec,
-    Checks, Image, ImageSpec, Outcome, Programs, SshProbe, TEST_DATABASE, TEST_DOMAIN,
+    apt_state, artifacts, blank_disk, boot, build_image, check_services, debian_image,
+    default_image, deprecated_ssh_key, distro_available, env_ignore_storage, env_volumes, flatten,
+    kernel_of, overlay, programs, raw_seed, record_timing, seed, serial, services_probe, test_dkim,
+    test_ssh_key, test_tls, BootSpec, Checks, Image, ImageSpec, Outcome, Programs, SshProbe,
+    TEST_DATABASE, TEST_DOMAIN,
 };
 use qemu_tests::report::Report;
 use qemu_tests::Firmware;
@@ -260,6 +261,8 @@ fn ignore_storage(distro: Distro, firmware: Firmware, name: &str, tls: Tls) {
     let disk = ok(overlay(&image.qcow2, &disks_dir(name), "vda.qcow2", "8G"));
     let mut spec = BootSpec::new(name, firmware, vec![disk], Some(iso));
     spec.ssh = ssh_probes();
+    spec.ssh.push(services_probe());
+    spec.services = true;
     spec.http_port = Some(http_port);
     if let Some(p) = &pebble {
         spec.netdev_extra.push(p.guestfwd());
@@ -272,6 +275,19 @@ fn ignore_storage(distro: Distro, firmware: Firmware, name: &str, tls: Tls) {
     let r = o.report();
     let mut c = Checks::new(&o);
     check_ssh(&mut c, &o);
+    check_services(&mut c, &o, o.ssh.get(4), test_dkim());
+    for unit in [
+        "appliance-mail.service",
+        "postfix@-.service",
+        "opendkim.service",
+        "appliance-metrics.service",
+        "prometheus-node-exporter.service",
+        "prometheus-nginx-exporter.service",
+        "prometheus-postgres-exporter.service",
+    ] {
+        let state = r.units.get(unit).map(|u| u.active_state.as_str());
+        c.eq(state, Some("active"), &format!("{unit} state"));
+    }
     let want_fw = if firmware == Firmware::Uefi {
         "uefi"
     } else {
@@ -485,8 +501,10 @@ fn ssh_probes() -> Vec<SshProbe> {
 /// What [`ssh_probes`] must give, and the host keys: the machine's own,
 /// printed on the console, shown to the client.
 fn check_ssh(c: &mut Checks, o: &Outcome) {
-    let [root, app, password, deprecated] = o.ssh.as_slice() else {
-        c.check(false, || format!("{} SSH results, want 4", o.ssh.len()));
+    let [root, app, password, deprecated, ..] = o.ssh.as_slice() else {
+        c.check(false, || {
+            format!("{} SSH results, want 4 or more", o.ssh.len())
+        });
         return;
     };
     for (r, user) in [(root, "root"), (app, "app")] {
@@ -728,6 +746,20 @@ fn s3_volumes_on_free_space_and_blank_disk() {
     check_volumes(&mut c, r);
     check_handoff(&mut c, r, o, &env_volumes(), &v.flat, "cidata");
     c.eq(r.root.disk_bytes, 12 * GIB, "boot disk size");
+    // appliance.metric.exporter: false: no exporter runs.
+    for unit in [
+        "appliance-metrics.service",
+        "prometheus-node-exporter.service",
+        "prometheus-nginx-exporter.service",
+        "prometheus-postgres-exporter.service",
+    ] {
+        let state = r.units.get(unit).map(|u| u.active_state.as_str());
+        c.eq(
+            state,
+            Some("inactive"),
+            &format!("{unit} state (exporter off)"),
+        );
+    }
     c.finish();
 }
 

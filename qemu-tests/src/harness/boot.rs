@@ -74,6 +74,9 @@ pub struct BootSpec {
     /// guest issue a client certificate from its client CA (`/app/ecs-ca`)
     /// and fetch the HTTPS page with it ([`Outcome::https_client`]).
     pub client_cert: bool,
+    /// Before the SSH probes: the outside peers of the mail and metrics
+    /// ports ([`ServicePorts::probe`], [`Outcome::services`]).
+    pub services: bool,
 }
 
 /// One SSH login: `user` with `key` (`None`: password and
@@ -109,6 +112,7 @@ impl BootSpec {
             http_port: None,
             netdev_extra: Vec::new(),
             client_cert: false,
+            services: false,
         }
     }
 }
@@ -141,6 +145,8 @@ pub struct Outcome {
     /// With [`BootSpec::client_cert`]: the HTTPS page fetched with a
     /// client certificate from the guest's client CA.
     pub https_client: Option<Result<(u16, String), String>>,
+    /// What the outside peers of mail and metrics got ([`BootSpec::services`]).
+    pub services: Option<ServiceProbes>,
 }
 
 impl Outcome {
@@ -198,6 +204,17 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
     };
     let ssh_port = free_port()?;
     let https_port = free_port()?;
+    let service_ports = if spec.services {
+        Some(ServicePorts::new()?)
+    } else {
+        None
+    };
+    let forwards: Vec<String> = spec
+        .netdev_extra
+        .iter()
+        .cloned()
+        .chain(service_ports.iter().flat_map(|p| p.forwards()))
+        .collect();
     // qemu64 and two vCPUs boot fastest under TCG here (BENCHMARKS.md);
     // the image's command line carries the i8042 cure for -smp 2.
     let mut vm = Vm::new(&console_log)
@@ -208,7 +225,7 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
         .arg("-netdev")
         .arg(format!(
             "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:80,hostfwd=tcp:127.0.0.1:{ssh_port}-:22,hostfwd=tcp:127.0.0.1:{https_port}-:443{}",
-            spec.netdev_extra.iter().map(|o| format!(",{o}")).collect::<String>()
+            forwards.iter().map(|o| format!(",{o}")).collect::<String>()
         ))
         .arg("-device")
         .arg("virtio-net-pci,netdev=net0");
@@ -244,6 +261,7 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
             ssh: Vec::new(),
             host_key_fingerprints: Vec::new(),
             https_client: None,
+            services: None,
         });
     }
     let known_hosts = dir.join(format!("{}.known_hosts", spec.name));
@@ -269,6 +287,10 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
         let https =
             https_get(https_port, spec.https_ca.as_deref(), None).map_err(|e| format!("{e:#}"));
         let served_cert = served_cert(https_port).ok();
+        let services = match &service_ports {
+            Some(p) => Some(p.probe(&spec.name)?),
+            None => None,
+        };
         let mut ssh = Vec::new();
         for p in &spec.ssh {
             ssh.push(ssh_probe(ssh_port, &known_hosts, p)?);
@@ -286,10 +308,11 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
             report,
             (http, http_location),
             (https, served_cert),
-            (ssh, https_client),
+            (ssh, https_client, services),
         ))
     })?;
-    let (report, (http, http_location), (https, served_cert), (ssh, https_client)) = report;
+    let (report, (http, http_location), (https, served_cert), (ssh, https_client, services)) =
+        report;
     let host_key_fingerprints = if known_hosts.exists() {
         run(
             Command::new("ssh-keygen")
@@ -317,6 +340,7 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
         ssh,
         host_key_fingerprints,
         https_client,
+        services,
     })
 }
 
@@ -388,22 +412,7 @@ pub fn https_get(port: u16, ca: Option<&Path>, client: Option<&Path>) -> Result<
 
 /// The certificate served on `port` (PEM), through `openssl s_client`.
 pub fn served_cert(port: u16) -> Result<String> {
-    require_tool("openssl")?;
-    let out = run(
-        Command::new("openssl")
-            .args(["s_client", "-connect"])
-            .arg(format!("127.0.0.1:{port}"))
-            .args(["-servername", TEST_DOMAIN])
-            .stdin(std::process::Stdio::null()),
-        "openssl s_client",
-    )?;
-    let begin = out
-        .find("-----BEGIN CERTIFICATE-----")
-        .ok_or_else(|| anyhow!("no certificate from 127.0.0.1:{port}"))?;
-    let end = out[begin..]
-        .find("-----END CERTIFICATE-----")
-        .ok_or_else(|| anyhow!("a cut certificate from 127.0.0.1:{port}"))?;
-    Ok(out[begin..begin + end + "-----END CERTIFICATE-----".len()].to_string() + "\n")
+    cert_of(port, None)
 }
 
 /// One login with the OpenSSH client through the forward on `port`; retried

@@ -56,9 +56,67 @@ pub const TEST_DOMAIN: &str = "ecs-boot-test.example.org";
 /// The test envs' database name (`ecs.database`).
 pub const TEST_DATABASE: &str = "ecsboottest";
 
-/// A test env: storage as given (YAML flow map), placeholder secrets.
+/// The selector the appliance signs mail with (`layers/40-mail`).
+pub const DKIM_SELECTOR: &str = "ecs";
+
+/// The run's DKIM key (RSA 2048, made with openssl on first use).
+#[derive(Clone, Debug)]
+pub struct TestDkim {
+    /// The private key, PEM (`appliance.dkim.key`).
+    pub key: String,
+    /// The public key's DER SubjectPublicKeyInfo, base64 (the `p=` of the
+    /// DNS record).
+    pub public: String,
+}
+
+pub fn test_dkim() -> &'static TestDkim {
+    static DKIM: OnceLock<TestDkim> = OnceLock::new();
+    DKIM.get_or_init(|| {
+        (|| -> Result<TestDkim> {
+            require_tool("openssl")?;
+            let dir = artifacts()?.join("dkim");
+            fs::create_dir_all(&dir)?;
+            let key = dir.join("dkim.key");
+            run(
+                Command::new("openssl")
+                    .args([
+                        "genpkey",
+                        "-algorithm",
+                        "RSA",
+                        "-pkeyopt",
+                        "rsa_keygen_bits:2048",
+                        "-out",
+                    ])
+                    .arg(&key),
+                "openssl: the test DKIM key",
+            )?;
+            // The PEM body of a public key is its DER SubjectPublicKeyInfo
+            // in base64.
+            let pem = run(
+                Command::new("openssl")
+                    .args(["pkey", "-pubout", "-in"])
+                    .arg(&key),
+                "openssl pkey -pubout",
+            )?;
+            let public: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+            Ok(TestDkim {
+                key: fs::read_to_string(&key)?,
+                public,
+            })
+        })()
+        .expect("making the test DKIM key")
+    })
+}
+
+/// A test env: storage as given (YAML flow map), placeholder secrets, the
+/// node exporter on, mail signed with [`test_dkim`].
 pub fn test_env(storage: &str) -> String {
     let (key, old) = (test_ssh_key().public, deprecated_ssh_key().public);
+    let dkim: String = test_dkim()
+        .key
+        .lines()
+        .map(|l| format!("      {l}\n"))
+        .collect();
     format!(
         "#cloud-config\n\
          # Boot-test env: every secret is a placeholder.\n\
@@ -66,6 +124,7 @@ pub fn test_env(storage: &str) -> String {
          ssh_deprecated_keys:\n  - {old}\n\
          disable_root: false\n\
          appliance:\n  domain: {TEST_DOMAIN}\n  ssl:\n    letsencrypt: {{enabled: false}}\n  \
+         metric: {{exporter: true}}\n  dkim:\n    key: |\n{dkim}  \
          storage: {storage}\n\
          ecs:\n  database: {TEST_DATABASE}\n  settings: |\n    DOMAIN = '{TEST_DOMAIN}'\n  \
          vault_encrypt: placeholder-vault-encrypt\n  vault_sign: placeholder-vault-sign\n"
@@ -156,7 +215,7 @@ pub fn env_ignore_storage() -> String {
 
 /// Scenario 3's env: volatile in the boot disk's free space, data on vdb.
 /// It also carries the test CA's certificate for the domain
-/// (`appliance.ssl.cert`/`key`).
+/// (`appliance.ssl.cert`/`key`), and the exporters are off.
 pub fn env_volumes() -> String {
     let tls = test_tls();
     let block = |pem: &str| {
@@ -164,14 +223,16 @@ pub fn env_volumes() -> String {
             .map(|l| format!("      {l}\n"))
             .collect::<String>()
     };
-    test_env("{volatile: {size: 2G}, data: {device: /dev/vdb}}").replace(
-        "    letsencrypt: {enabled: false}\n",
-        &format!(
-            "    letsencrypt: {{enabled: false}}\n    cert: |\n{}    key: |\n{}",
-            block(&tls.cert),
-            block(&tls.key)
-        ),
-    )
+    test_env("{volatile: {size: 2G}, data: {device: /dev/vdb}}")
+        .replace("metric: {exporter: true}", "metric: {exporter: false}")
+        .replace(
+            "    letsencrypt: {enabled: false}\n",
+            &format!(
+                "    letsencrypt: {{enabled: false}}\n    cert: |\n{}    key: |\n{}",
+                block(&tls.cert),
+                block(&tls.key)
+            ),
+        )
 }
 
 /// Writes `env` to the artifacts and makes its seed with `imgbuild seed`.
