@@ -237,7 +237,7 @@ pub struct LayerArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Check an env.yml, or print its flattened form.
+    /// Make a new env.yml with fresh secrets, or check one, or print its flattened form.
     #[command(subcommand)]
     Env(EnvCommand),
     /// Write a cidata seed ISO that carries an env.yml (cloud-init NoCloud compatible).
@@ -342,6 +342,32 @@ pub enum EnvCommand {
     /// Validate an env.yml and report every problem with its line and key.
     #[command(after_help = EXIT_CODES)]
     Check(EnvCheckArgs),
+    /// Write DIR/env.yml for a new appliance of DOMAIN, every secret fresh:
+    /// the storage vault's OpenPGP keys (ecs.vault_encrypt, ecs.vault_sign),
+    /// the backup's (appliance.backup.encrypt), the DKIM key (RSA 2048) and
+    /// the application's secret settings.
+    ///
+    /// The file is mode 0600 and never replaces an existing one; comments in
+    /// it say what to edit. Prints the DKIM DNS record and the OpenPGP keys'
+    /// fingerprints (never a secret). Needs gpg and openssl.
+    #[command(after_help = EXIT_CODES)]
+    New(EnvNewArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EnvNewArgs {
+    /// The appliance's domain (appliance.domain), e.g. ecs.example.org.
+    pub domain: String,
+
+    /// The directory to write env.yml into (created mode 0700 if missing;
+    /// default: ./DOMAIN).
+    #[arg(short, long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
+
+    /// A file of OpenSSH public key lines for ssh_authorized_keys
+    /// (repeatable; e.g. ~/.ssh/id_ed25519.pub).
+    #[arg(long, value_name = "FILE")]
+    pub ssh_key: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
