@@ -352,6 +352,59 @@ pub enum EnvCommand {
     /// fingerprints (never a secret). Needs gpg and openssl.
     #[command(after_help = EXIT_CODES)]
     New(EnvNewArgs),
+    /// Package an env for safekeeping offline: DOMAIN.env.pdf (the text and
+    /// QR codes that reproduce its exact bytes, each labelled n/N), the env's
+    /// directory as DOMAIN.env.DATE.tar.gz.gpg (gpg --decrypt reads it), and
+    /// DOMAIN.seed.iso (as `imgbuild seed` writes it), all mode 0600.
+    ///
+    /// The archive's directory is the one the env is in (earlier packages in
+    /// it are left out). Needs gpg and tar.
+    #[command(after_help = EXIT_CODES)]
+    Package(EnvPackageArgs),
+    /// Restore an env.yml from its QR codes: a text file of the payloads as a
+    /// scanner prints them (one per line, in any order, e.g. `zbarimg --raw
+    /// scan*.png > codes.txt`), or the package's PDF itself (read with
+    /// pdftoppm and zbarimg, Debian packages poppler-utils and zbar-tools).
+    #[command(after_help = EXIT_CODES)]
+    Unpack(EnvUnpackArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("archive_key").required(true).args(["passphrase_file", "recipient_key"])))]
+pub struct EnvPackageArgs {
+    /// The env.yml to package (it must pass env check).
+    pub env: PathBuf,
+
+    /// Where to write the three files (default: the env's directory).
+    #[arg(short, long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
+
+    /// Encrypt the archive with the passphrase on this file's first line.
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+
+    /// Encrypt the archive to this OpenPGP public key (armored or binary;
+    /// repeatable: any of them decrypts).
+    #[arg(long, value_name = "FILE", conflicts_with = "passphrase_file")]
+    pub recipient_key: Vec<PathBuf>,
+
+    /// Replace existing outputs.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EnvUnpackArgs {
+    /// The scanned payloads (text, one per line) or DOMAIN.env.pdf.
+    pub input: PathBuf,
+
+    /// The env.yml to write (mode 0600; never over an existing file without --force).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+
+    /// Replace an existing output file.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

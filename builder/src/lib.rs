@@ -1,7 +1,7 @@
 //! `imgbuild`: layer recipes → root tree → bootable disk image, plus the seed.
 //!
 //! `main.rs` parses the arguments ([`cli`]) and dispatches to one command
-//! module ([`build`], [`treecmd`], [`envcmd`], [`envnew`], [`run`]).
+//! module ([`build`], [`treecmd`], [`envcmd`], [`envnew`], [`envpkg`], [`run`]).
 
 pub mod archive;
 pub mod assemble;
@@ -14,6 +14,9 @@ pub mod entries;
 pub mod env;
 pub mod envcmd;
 pub mod envnew;
+pub mod envpdf;
+pub mod envpkg;
+pub mod envqr;
 pub mod esp;
 pub mod exit;
 pub mod ext4;

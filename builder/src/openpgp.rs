@@ -130,17 +130,17 @@ impl GpgHome {
         Ok(primary_fingerprints(&out.text()))
     }
 
-    /// Encrypts `input` to `output`, either to every key in this home
-    /// (`recipients`) or symmetrically with `passphrase` (given on a pipe).
+    /// `input` encrypted, either to every key in `recipients` or
+    /// symmetrically (AES256) with `passphrase`, which goes to gpg on its
+    /// standard input (`--passphrase-fd 0`). The result is returned, not
+    /// written: the caller writes it with the mode it wants.
     pub fn encrypt(
         &self,
         input: &Path,
-        output: &Path,
         recipients: &[String],
         passphrase: Option<&Secret<String>>,
-    ) -> anyhow::Result<()> {
-        let mut c = self.gpg(&["--yes", "--output"]);
-        c.arg(output);
+    ) -> anyhow::Result<Vec<u8>> {
+        let mut c = self.gpg(&["--output", "-"]);
         match passphrase {
             Some(_) => {
                 c.args([
@@ -154,6 +154,7 @@ impl GpgHome {
                 ]);
             }
             None => {
+                anyhow::ensure!(!recipients.is_empty(), "no key to encrypt to");
                 c.args(["--encrypt", "--trust-model", "always"]);
                 for r in recipients {
                     c.args(["--recipient", r]);
@@ -162,9 +163,9 @@ impl GpgHome {
         }
         c.arg(input);
         let stdin = passphrase.map(|p| format!("{}\n", p.expose()));
-        cmd::run_with_input(&mut c, stdin.as_deref().map(str::as_bytes))
-            .with_context(|| format!("encrypting {}", output.display()))?;
-        Ok(())
+        let out = cmd::run_with_input(&mut c, stdin.as_deref().map(str::as_bytes))
+            .with_context(|| format!("encrypting {}", input.display()))?;
+        Ok(out.stdout)
     }
 }
 
