@@ -12,6 +12,14 @@ Exit codes:
   1  a build step or tool failed (the message names the step and the tool's output)
   2  bad input: the env, a recipe, an argument or an output path";
 
+/// `imgbuild --version`: the crate's version and the git commit it was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("IMGBUILD_GIT_COMMIT"),
+    ")"
+);
+
 /// Builds the ECS appliance disk image and its cidata seed from layered recipes.
 ///
 /// The main use is `imgbuild --env env.yml -o ecs.qcow2`. It writes the image,
@@ -21,7 +29,7 @@ Exit codes:
 #[derive(Debug, Parser)]
 #[command(
     name = "imgbuild",
-    version,
+    version = VERSION,
     subcommand_negates_reqs = true,
     after_help = EXIT_CODES
 )]
