@@ -178,9 +178,12 @@ pub struct BuildArgs {
 /// (shared by the main command and `imgbuild tree`).
 #[derive(Debug, Args)]
 pub struct LayerArgs {
-    /// The directory of layer recipes (NN-name/layer.yml, applied in sorted order).
-    #[arg(long, value_name = "DIR", default_value = "layers")]
-    pub layers_dir: PathBuf,
+    /// The directory of layer recipes (NN-name/layer.yml, applied in sorted
+    /// order). Default: ./layers when the current directory has one, else
+    /// the installed layers (/usr/share/imgbuild/layers for
+    /// /usr/bin/imgbuild: PREFIX/share/imgbuild/layers); the log says which.
+    #[arg(long, value_name = "DIR")]
+    pub layers_dir: Option<PathBuf>,
 
     /// An extra layer directory stacked on top of the others (repeatable, in order).
     #[arg(long = "layer", value_name = "DIR")]
@@ -238,7 +241,9 @@ pub struct LayerArgs {
     pub apt_cache: Option<PathBuf>,
 
     /// Where `@NAME` in a recipe's host_files comes from (repeatable;
-    /// default: NAME beside the imgbuild executable, or in $IMGBUILD_BIN_DIR).
+    /// default: NAME in $IMGBUILD_BIN_DIR, else beside the imgbuild
+    /// executable, else in PREFIX/lib/imgbuild, where the package installs
+    /// ecs-firstboot).
     #[arg(long, value_name = "NAME=PATH")]
     pub host_bin: Vec<String>,
 }
@@ -350,8 +355,9 @@ pub enum EnvCommand {
     /// Validate an env.yml and report every problem with its line and key.
     #[command(after_help = EXIT_CODES)]
     Check(EnvCheckArgs),
-    /// Write DIR/env.yml for a new appliance of DOMAIN, every secret fresh:
-    /// the storage vault's OpenPGP keys (ecs.vault_encrypt, ecs.vault_sign),
+    /// Write a new env.yml for DOMAIN, with fresh secrets.
+    ///
+    /// Every secret is fresh: the storage vault's OpenPGP keys (ecs.vault_encrypt, ecs.vault_sign),
     /// the backup's (appliance.backup.encrypt), the DKIM key (RSA 2048) and
     /// the application's secret settings.
     ///
@@ -360,7 +366,9 @@ pub enum EnvCommand {
     /// fingerprints (never a secret). Needs gpg and openssl.
     #[command(after_help = EXIT_CODES)]
     New(EnvNewArgs),
-    /// Package an env for safekeeping offline: DOMAIN.env.pdf (the text and
+    /// Package an env for safekeeping offline (PDF with QR codes, encrypted archive, seed).
+    ///
+    /// Writes DOMAIN.env.pdf (the text and
     /// QR codes that reproduce its exact bytes, each labelled n/N), the env's
     /// directory as DOMAIN.env.DATE.tar.gz.gpg (gpg --decrypt reads it), and
     /// DOMAIN.seed.iso (as `imgbuild seed` writes it), all mode 0600.
@@ -369,7 +377,9 @@ pub enum EnvCommand {
     /// it are left out). Needs gpg and tar.
     #[command(after_help = EXIT_CODES)]
     Package(EnvPackageArgs),
-    /// Restore an env.yml from its QR codes: a text file of the payloads as a
+    /// Restore an env.yml from its QR codes (scanned, or the package's PDF).
+    ///
+    /// The input is a text file of the payloads as a
     /// scanner prints them (one per line, in any order, e.g. `zbarimg --raw
     /// scan*.png > codes.txt`), or the package's PDF itself (read with
     /// pdftoppm and zbarimg, Debian packages poppler-utils and zbar-tools).

@@ -58,3 +58,51 @@ fn cache_ls_of_a_missing_cache_is_empty() {
     let o = imgbuild(&["cache", "--cache-dir", file.to_str().unwrap(), "ls"]);
     assert_eq!(o.status.code(), Some(2), "a file is not a cache");
 }
+
+/// Without --layers-dir: ./layers when the current directory has one, else
+/// the installed layers (../share/imgbuild/layers from the executable), and
+/// the log says which. (The mirror is unreachable on purpose: the command
+/// stops right after choosing.)
+#[test]
+fn layers_are_found_here_or_installed() {
+    let d = tempfile::tempdir().unwrap();
+    let bin = d.path().join("usr/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let exe = bin.join("imgbuild");
+    std::fs::copy(env!("CARGO_BIN_EXE_imgbuild"), &exe).unwrap();
+    let ws_layers = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../layers");
+    let elsewhere = d.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let tree = |cwd: &std::path::Path| {
+        Command::new(&exe)
+            .args(["tree", "--mirror", "http://127.0.0.1:9/ubuntu"])
+            .args(["--cache-dir", d.path().join("cache").to_str().unwrap()])
+            .current_dir(cwd)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    };
+
+    let o = tree(&elsewhere);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("no layers: give --layers-dir"), "{err}");
+
+    let share = d.path().join("usr/share/imgbuild");
+    std::fs::create_dir_all(&share).unwrap();
+    std::os::unix::fs::symlink(&ws_layers, share.join("layers")).unwrap();
+    let err = String::from_utf8_lossy(&tree(&elsewhere).stderr).into_owned();
+    assert!(
+        err.contains("usr/share/imgbuild/layers (the installed layers)"),
+        "{err}"
+    );
+
+    let checkout = d.path().join("checkout");
+    std::fs::create_dir(&checkout).unwrap();
+    std::os::unix::fs::symlink(&ws_layers, checkout.join("layers")).unwrap();
+    let err = String::from_utf8_lossy(&tree(&checkout).stderr).into_owned();
+    assert!(
+        err.contains("layers: layers (./layers in the current directory)"),
+        "{err}"
+    );
+}

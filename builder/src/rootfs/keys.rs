@@ -37,8 +37,10 @@ impl TreeOptions {
     /// The tree stage's options from the command line.
     pub fn from_args(args: &crate::cli::LayerArgs) -> anyhow::Result<TreeOptions> {
         let a = args;
+        let (layers_dir, why) = locate_layers(a.layers_dir.as_deref())?;
+        tracing::info!("layers: {} ({why})", layers_dir.display());
         let mut opts = TreeOptions::new(
-            &a.layers_dir,
+            layers_dir,
             a.cache_dir.clone().unwrap_or_else(seeds::cachedir::default),
         );
         opts.extra_layers = a.extra_layers.clone();
@@ -62,6 +64,46 @@ impl TreeOptions {
         }
         Ok(opts)
     }
+}
+
+/// The installed layers, relative to the prefix the imgbuild executable is
+/// installed under (`/usr/bin/imgbuild` → `/usr/share/imgbuild/layers`).
+pub const INSTALLED_LAYERS: &str = "share/imgbuild/layers";
+/// The agent and other `@NAME` host files as installed, relative to the
+/// same prefix (`/usr/lib/imgbuild`).
+pub const INSTALLED_BINS: &str = "lib/imgbuild";
+
+/// The prefix the running executable is installed under: `/usr` for
+/// `/usr/bin/imgbuild`.
+fn install_prefix() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("finding the running imgbuild")?;
+    Ok(exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("/"))
+        .to_path_buf())
+}
+
+/// The layers directory: `--layers-dir`, else `./layers` when the current
+/// directory has one, else the installed layers. Returns it and which of
+/// those it is.
+pub fn locate_layers(arg: Option<&Path>) -> anyhow::Result<(PathBuf, &'static str)> {
+    if let Some(dir) = arg {
+        return Ok((dir.to_path_buf(), "--layers-dir"));
+    }
+    let here = Path::new("layers");
+    if here.is_dir() {
+        return Ok((here.to_path_buf(), "./layers in the current directory"));
+    }
+    let installed = install_prefix()?.join(INSTALLED_LAYERS);
+    if installed.is_dir() {
+        return Ok((installed, "the installed layers"));
+    }
+    Err(bad_input(format!(
+        "no layers: give --layers-dir DIR, or run imgbuild where ./layers is (a checkout), \
+         or install the package (layers in {})",
+        installed.display()
+    )))
 }
 
 impl TreeOptions {
@@ -97,7 +139,14 @@ pub(super) fn resolve_host_files(
                     PathBuf::from(dir).join(name)
                 } else {
                     let exe = std::env::current_exe().context("finding the running imgbuild")?;
-                    exe.parent().unwrap_or(Path::new("/")).join(name)
+                    let dir = exe.parent().unwrap_or(Path::new("/"));
+                    let beside = dir.join(name);
+                    let installed = install_prefix()?.join(INSTALLED_BINS).join(name);
+                    if !beside.is_file() && installed.is_file() {
+                        installed
+                    } else {
+                        beside
+                    }
                 }
             }
             None => layer.dir.join(&hf.from),
