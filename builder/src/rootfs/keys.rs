@@ -9,6 +9,10 @@ use super::*;
 pub struct TreeOptions {
     /// The stack's directory (`layers/`).
     pub layers_dir: PathBuf,
+    /// Why there is no stack when none was given and none was found (the
+    /// error of the stage's first step, so that the build's other input
+    /// checks come first).
+    pub layers_missing: Option<String>,
     /// Extra layer directories stacked on top, in order (`--layer`).
     pub extra_layers: Vec<PathBuf>,
     /// `--distro`, `--suite`, `--mirror`.
@@ -37,12 +41,19 @@ impl TreeOptions {
     /// The tree stage's options from the command line.
     pub fn from_args(args: &crate::cli::LayerArgs) -> anyhow::Result<TreeOptions> {
         let a = args;
-        let (layers_dir, why) = locate_layers(a.layers_dir.as_deref())?;
-        tracing::info!("layers: {} ({why})", layers_dir.display());
+        let located = locate_layers(a.layers_dir.as_deref());
+        let layers_dir = match &located {
+            Ok((dir, why)) => {
+                tracing::info!("layers: {} ({why})", dir.display());
+                dir.clone()
+            }
+            Err(_) => PathBuf::from("layers"),
+        };
         let mut opts = TreeOptions::new(
             layers_dir,
             a.cache_dir.clone().unwrap_or_else(seeds::cachedir::default),
         );
+        opts.layers_missing = located.err();
         opts.extra_layers = a.extra_layers.clone();
         opts.apt_archives = a.apt_cache.clone();
         opts.base = BaseOverrides {
@@ -86,8 +97,8 @@ fn install_prefix() -> anyhow::Result<PathBuf> {
 
 /// The layers directory: `--layers-dir`, else `./layers` when the current
 /// directory has one, else the installed layers. Returns it and which of
-/// those it is.
-pub fn locate_layers(arg: Option<&Path>) -> anyhow::Result<(PathBuf, &'static str)> {
+/// those it is, or why there is none.
+pub fn locate_layers(arg: Option<&Path>) -> Result<(PathBuf, &'static str), String> {
     if let Some(dir) = arg {
         return Ok((dir.to_path_buf(), "--layers-dir"));
     }
@@ -95,15 +106,17 @@ pub fn locate_layers(arg: Option<&Path>) -> anyhow::Result<(PathBuf, &'static st
     if here.is_dir() {
         return Ok((here.to_path_buf(), "./layers in the current directory"));
     }
-    let installed = install_prefix()?.join(INSTALLED_LAYERS);
+    let installed = install_prefix()
+        .map_err(|e| format!("no layers: give --layers-dir DIR ({e:#})"))?
+        .join(INSTALLED_LAYERS);
     if installed.is_dir() {
         return Ok((installed, "the installed layers"));
     }
-    Err(bad_input(format!(
+    Err(format!(
         "no layers: give --layers-dir DIR, or run imgbuild where ./layers is (a checkout), \
          or install the package (layers in {})",
         installed.display()
-    )))
+    ))
 }
 
 impl TreeOptions {
@@ -111,6 +124,7 @@ impl TreeOptions {
     pub fn new(layers_dir: impl Into<PathBuf>, cache_dir: impl Into<PathBuf>) -> TreeOptions {
         TreeOptions {
             layers_dir: layers_dir.into(),
+            layers_missing: None,
             extra_layers: Vec::new(),
             base: BaseOverrides::default(),
             cache_dir: cache_dir.into(),
