@@ -3,11 +3,12 @@
 //!
 //! Why `gpg` and not an in-process OpenPGP crate (sequoia-openpgp, rpgp):
 //! sequoia pulls in a cryptographic backend and some hundred crates, minutes
-//! of compile time for keys an operator makes once per appliance; `gpg` is
-//! the program the appliance's own application uses to read these keys
-//! (python-gnupg), so what it writes is what the appliance reads, and it is
-//! on every Debian host (package `gnupg`). The keys come from libgcrypt's
-//! random source, which reads the kernel's.
+//! of compile time on a 2-core machine for keys an operator makes once per
+//! appliance; `gpg` is on every Debian host (package `gnupg`, which the
+//! build host has anyway), it is the reference implementation the keys'
+//! readers are tested against, and the tests check its keys with a second,
+//! independent `gpg` run. The keys come from libgcrypt's random source,
+//! which reads the kernel's.
 //!
 //! Secrets never leave through a command line, a log or a file others may
 //! read: each [`GpgHome`] is a fresh 0700 temporary directory (its agent
