@@ -250,7 +250,7 @@ pub struct LayerArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Make a new env.yml with fresh secrets, or check one, or print its flattened form.
+    /// Make a new env.yml with fresh secrets, check one, or package and restore it.
     #[command(subcommand)]
     Env(EnvCommand),
     /// Write a cidata seed ISO that carries an env.yml (cloud-init NoCloud compatible).
