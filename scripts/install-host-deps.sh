@@ -30,7 +30,8 @@ base_pkgs=(
   ubuntu-keyring      # verifies Ubuntu's archive for Ubuntu bases (the default recipe)
   tar apt             # GNU tar packs layer cache entries; apt-helper probes the mirror
   curl                # scripts/test.sh asks each archive whether it answers
-  gnupg apt-utils     # scripts/local-pocket.sh: a signed test pocket (gpg, apt-ftparchive)
+  gnupg apt-utils     # scripts/local-pocket.sh: a signed test pocket (gpg, apt-ftparchive); imgbuild env new/package (OpenPGP keys, the encrypted archive)
+  poppler-utils zbar-tools # imgbuild env unpack of a PDF (pdftoppm renders it, zbarimg reads the QR codes); the env package tests
   openssh-client      # boot tests log in to the appliance with the real OpenSSH client
   pebble              # boot tests: a local ACME server (and its DNS) the appliance gets its certificate from
   socat               # boot tests: the guest reaches the ACME server through a QEMU guestfwd, one socat per connection

@@ -12,6 +12,14 @@ Exit codes:
   1  a build step or tool failed (the message names the step and the tool's output)
   2  bad input: the env, a recipe, an argument or an output path";
 
+/// `imgbuild --version`: the crate's version and the git commit it was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("IMGBUILD_GIT_COMMIT"),
+    ")"
+);
+
 /// Builds the ECS appliance disk image and its cidata seed from layered recipes.
 ///
 /// The main use is `imgbuild --env env.yml -o ecs.qcow2`. It writes the image,
@@ -21,7 +29,7 @@ Exit codes:
 #[derive(Debug, Parser)]
 #[command(
     name = "imgbuild",
-    version,
+    version = VERSION,
     subcommand_negates_reqs = true,
     after_help = EXIT_CODES
 )]
@@ -170,9 +178,12 @@ pub struct BuildArgs {
 /// (shared by the main command and `imgbuild tree`).
 #[derive(Debug, Args)]
 pub struct LayerArgs {
-    /// The directory of layer recipes (NN-name/layer.yml, applied in sorted order).
-    #[arg(long, value_name = "DIR", default_value = "layers")]
-    pub layers_dir: PathBuf,
+    /// The directory of layer recipes (NN-name/layer.yml, applied in sorted
+    /// order). Default: ./layers when the current directory has one, else
+    /// the installed layers (/usr/share/imgbuild/layers for
+    /// /usr/bin/imgbuild: PREFIX/share/imgbuild/layers); the log says which.
+    #[arg(long, value_name = "DIR")]
+    pub layers_dir: Option<PathBuf>,
 
     /// An extra layer directory stacked on top of the others (repeatable, in order).
     #[arg(long = "layer", value_name = "DIR")]
@@ -230,14 +241,16 @@ pub struct LayerArgs {
     pub apt_cache: Option<PathBuf>,
 
     /// Where `@NAME` in a recipe's host_files comes from (repeatable;
-    /// default: NAME beside the imgbuild executable, or in $IMGBUILD_BIN_DIR).
+    /// default: NAME in $IMGBUILD_BIN_DIR, else beside the imgbuild
+    /// executable, else in PREFIX/lib/imgbuild, where the package installs
+    /// ecs-firstboot).
     #[arg(long, value_name = "NAME=PATH")]
     pub host_bin: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Check an env.yml, or print its flattened form.
+    /// Make a new env.yml with fresh secrets, check one, or package and restore it.
     #[command(subcommand)]
     Env(EnvCommand),
     /// Write a cidata seed ISO that carries an env.yml (cloud-init NoCloud compatible).
@@ -342,6 +355,90 @@ pub enum EnvCommand {
     /// Validate an env.yml and report every problem with its line and key.
     #[command(after_help = EXIT_CODES)]
     Check(EnvCheckArgs),
+    /// Write a new env.yml for DOMAIN, with fresh secrets.
+    ///
+    /// Every secret is fresh: the storage vault's OpenPGP keys (ecs.vault_encrypt, ecs.vault_sign),
+    /// the backup's (appliance.backup.encrypt), the DKIM key (RSA 2048) and
+    /// the application's secret settings.
+    ///
+    /// The file is mode 0600 and never replaces an existing one; comments in
+    /// it say what to edit. Prints the DKIM DNS record and the OpenPGP keys'
+    /// fingerprints (never a secret). Needs gpg and openssl.
+    #[command(after_help = EXIT_CODES)]
+    New(EnvNewArgs),
+    /// Package an env for safekeeping offline (PDF with QR codes, encrypted archive, seed).
+    ///
+    /// Writes DOMAIN.env.pdf (the text and
+    /// QR codes that reproduce its exact bytes, each labelled n/N), the env's
+    /// directory as DOMAIN.env.DATE.tar.gz.gpg (gpg --decrypt reads it), and
+    /// DOMAIN.seed.iso (as `imgbuild seed` writes it), all mode 0600.
+    ///
+    /// The archive's directory is the one the env is in (earlier packages in
+    /// it are left out). Needs gpg and tar.
+    #[command(after_help = EXIT_CODES)]
+    Package(EnvPackageArgs),
+    /// Restore an env.yml from its QR codes (scanned, or the package's PDF).
+    ///
+    /// The input is a text file of the payloads as a
+    /// scanner prints them (one per line, in any order, e.g. `zbarimg --raw
+    /// scan*.png > codes.txt`), or the package's PDF itself (read with
+    /// pdftoppm and zbarimg, Debian packages poppler-utils and zbar-tools).
+    #[command(after_help = EXIT_CODES)]
+    Unpack(EnvUnpackArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("archive_key").required(true).args(["passphrase_file", "recipient_key"])))]
+pub struct EnvPackageArgs {
+    /// The env.yml to package (it must pass env check).
+    pub env: PathBuf,
+
+    /// Where to write the three files (default: the env's directory).
+    #[arg(short, long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
+
+    /// Encrypt the archive with the passphrase on this file's first line.
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+
+    /// Encrypt the archive to this OpenPGP public key (armored or binary;
+    /// repeatable: any of them decrypts).
+    #[arg(long, value_name = "FILE", conflicts_with = "passphrase_file")]
+    pub recipient_key: Vec<PathBuf>,
+
+    /// Replace existing outputs.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EnvUnpackArgs {
+    /// The scanned payloads (text, one per line) or DOMAIN.env.pdf.
+    pub input: PathBuf,
+
+    /// The env.yml to write (mode 0600; never over an existing file without --force).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+
+    /// Replace an existing output file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EnvNewArgs {
+    /// The appliance's domain (appliance.domain), e.g. ecs.example.org.
+    pub domain: String,
+
+    /// The directory to write env.yml into (created mode 0700 if missing;
+    /// default: ./DOMAIN).
+    #[arg(short, long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
+
+    /// A file of OpenSSH public key lines for ssh_authorized_keys
+    /// (repeatable; e.g. ~/.ssh/id_ed25519.pub).
+    #[arg(long, value_name = "FILE")]
+    pub ssh_key: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]

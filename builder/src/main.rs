@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use imgbuild::cli::{Cli, Command, EnvCommand};
-use imgbuild::{build, envcmd, exit, logging, run, treecmd};
+use imgbuild::{build, envcmd, envnew, envpkg, exit, logging, run, treecmd};
 
 fn main() -> ExitCode {
     let args = Cli::parse_args();
@@ -35,6 +35,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Tree(args)) => treecmd::tree(&args, verbosity),
         Some(Command::Cache(args)) => treecmd::cache(&args),
         Some(Command::Env(EnvCommand::Check(args))) => envcmd::check(&args),
+        Some(Command::Env(EnvCommand::New(args))) => envnew::run(&args),
+        Some(Command::Env(EnvCommand::Package(args))) => envpkg::package(&args),
+        Some(Command::Env(EnvCommand::Unpack(args))) => envpkg::unpack(&args),
         Some(Command::Seed(args)) => envcmd::seed(&args),
         Some(Command::Run(args)) => run::run(&run::RunOptions::from_args(args)),
     }

@@ -368,6 +368,9 @@ static WORK_SEQ: AtomicUsize = AtomicUsize::new(0);
 
 impl<'p> Run<'p> {
     fn prepare(opts: &TreeOptions, progress: &'p Progress) -> anyhow::Result<Run<'p>> {
+        if let Some(why) = &opts.layers_missing {
+            return Err(crate::exit::bad_input(why.clone()));
+        }
         let layers = recipe::load_stack(&opts.layers_dir, &opts.extra_layers)?;
         let base_recipe = layers[0]
             .recipe

@@ -63,8 +63,36 @@ pub fn cache(args: &CacheArgs) -> anyhow::Result<()> {
         .cache_dir
         .clone()
         .unwrap_or_else(seeds::cachedir::default);
+    if !dir.is_dir() && !dir.exists() {
+        // Nothing cached yet: an empty cache, not an error.
+        match &args.command {
+            CacheCommand::Ls => {
+                println!(
+                    "the cache {} is empty (it does not exist yet)",
+                    dir.display()
+                );
+                return Ok(());
+            }
+            CacheCommand::Gc { .. } => {
+                tracing::info!(
+                    "the cache {} does not exist yet: nothing to remove",
+                    dir.display()
+                );
+                return Ok(());
+            }
+            CacheCommand::Rm { key } => {
+                return Err(bad_input(format!(
+                    "no entry {key}: the cache {} does not exist yet",
+                    dir.display()
+                )))
+            }
+        }
+    }
     if !dir.is_dir() {
-        return Err(bad_input(format!("no layer cache at {}", dir.display())));
+        return Err(bad_input(format!(
+            "the cache {} is not a directory",
+            dir.display()
+        )));
     }
     let cache = Cache::open(&dir)?;
     let images = Images::new(&cache);

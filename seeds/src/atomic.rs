@@ -30,6 +30,24 @@ pub fn write_atomic_with(
     mode: u32,
     fill: impl FnOnce(&mut File) -> io::Result<()>,
 ) -> io::Result<()> {
+    write_via_temp(path, mode, fill, true)
+}
+
+/// Like [`write_atomic`], but never replaces anything at `path`: the
+/// complete temporary file is hard-linked to `path` (which fails with
+/// `AlreadyExists` when anything, even a dangling link, is there), then
+/// removed. For files that must never overwrite an existing one, such as a
+/// freshly generated env.
+pub fn write_new(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    write_via_temp(path, mode, |f| f.write_all(data), false)
+}
+
+fn write_via_temp(
+    path: &Path,
+    mode: u32,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+    replace: bool,
+) -> io::Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -56,7 +74,12 @@ pub fn write_atomic_with(
         fill(&mut f)?;
         f.sync_all()?;
         drop(f);
-        fs::rename(&tmp, path)?;
+        if replace {
+            fs::rename(&tmp, path)?;
+        } else {
+            fs::hard_link(&tmp, path)?;
+            fs::remove_file(&tmp)?;
+        }
         File::open(&dir)?.sync_all()
     })();
     if result.is_err() {
@@ -138,6 +161,23 @@ fn process_exists(pid: u32) -> bool {
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn write_new_never_replaces() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("env.yml");
+        write_new(&p, b"first", 0o600).unwrap();
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
+        let e = write_new(&p, b"second", 0o600).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&p).unwrap(), b"first");
+        let link = d.path().join("dangling");
+        std::os::unix::fs::symlink(d.path().join("nowhere"), &link).unwrap();
+        assert!(write_new(&link, b"x", 0o600).is_err());
+        assert!(!d.path().join("nowhere").exists());
+        let left: Vec<_> = fs::read_dir(d.path()).unwrap().collect();
+        assert_eq!(left.len(), 2, "no temporary file left behind");
+    }
 
     #[test]
     fn writes_with_mode_and_replaces() {

@@ -347,6 +347,18 @@ pub enum LoadError {
     Invalid(EnvErrors),
 }
 
+/// Checks a domain as `appliance.domain` is checked (an RFC 1123 host name,
+/// not an IP address); the error completes "DOMAIN ...".
+pub fn check_domain(domain: &str) -> Result<(), &'static str> {
+    values::check_hostname(domain)
+}
+
+/// Checks one OpenSSH public key line as `ssh_authorized_keys` entries are
+/// checked; the error completes "the key ...".
+pub fn check_ssh_key(line: &str) -> Result<(), String> {
+    values::check_ssh_key(line)
+}
+
 /// Reads a file of at most [`yaml::MAX_BYTES`], refusing larger ones without
 /// reading them whole, and anything but a regular file (a FIFO, a device, a
 /// directory): it is opened without blocking and its type checked first, so

@@ -9,6 +9,10 @@ use super::*;
 pub struct TreeOptions {
     /// The stack's directory (`layers/`).
     pub layers_dir: PathBuf,
+    /// Why there is no stack when none was given and none was found (the
+    /// error of the stage's first step, so that the build's other input
+    /// checks come first).
+    pub layers_missing: Option<String>,
     /// Extra layer directories stacked on top, in order (`--layer`).
     pub extra_layers: Vec<PathBuf>,
     /// `--distro`, `--suite`, `--mirror`.
@@ -37,10 +41,19 @@ impl TreeOptions {
     /// The tree stage's options from the command line.
     pub fn from_args(args: &crate::cli::LayerArgs) -> anyhow::Result<TreeOptions> {
         let a = args;
+        let located = locate_layers(a.layers_dir.as_deref());
+        let layers_dir = match &located {
+            Ok((dir, why)) => {
+                tracing::info!("layers: {} ({why})", dir.display());
+                dir.clone()
+            }
+            Err(_) => PathBuf::from("layers"),
+        };
         let mut opts = TreeOptions::new(
-            &a.layers_dir,
+            layers_dir,
             a.cache_dir.clone().unwrap_or_else(seeds::cachedir::default),
         );
+        opts.layers_missing = located.err();
         opts.extra_layers = a.extra_layers.clone();
         opts.apt_archives = a.apt_cache.clone();
         opts.base = BaseOverrides {
@@ -64,11 +77,54 @@ impl TreeOptions {
     }
 }
 
+/// The installed layers, relative to the prefix the imgbuild executable is
+/// installed under (`/usr/bin/imgbuild` → `/usr/share/imgbuild/layers`).
+pub const INSTALLED_LAYERS: &str = "share/imgbuild/layers";
+/// The agent and other `@NAME` host files as installed, relative to the
+/// same prefix (`/usr/lib/imgbuild`).
+pub const INSTALLED_BINS: &str = "lib/imgbuild";
+
+/// The prefix the running executable is installed under: `/usr` for
+/// `/usr/bin/imgbuild`.
+fn install_prefix() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("finding the running imgbuild")?;
+    Ok(exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("/"))
+        .to_path_buf())
+}
+
+/// The layers directory: `--layers-dir`, else `./layers` when the current
+/// directory has one, else the installed layers. Returns it and which of
+/// those it is, or why there is none.
+pub fn locate_layers(arg: Option<&Path>) -> Result<(PathBuf, &'static str), String> {
+    if let Some(dir) = arg {
+        return Ok((dir.to_path_buf(), "--layers-dir"));
+    }
+    let here = Path::new("layers");
+    if here.is_dir() {
+        return Ok((here.to_path_buf(), "./layers in the current directory"));
+    }
+    let installed = install_prefix()
+        .map_err(|e| format!("no layers: give --layers-dir DIR ({e:#})"))?
+        .join(INSTALLED_LAYERS);
+    if installed.is_dir() {
+        return Ok((installed, "the installed layers"));
+    }
+    Err(format!(
+        "no layers: give --layers-dir DIR, or run imgbuild where ./layers is (a checkout), \
+         or install the package (layers in {})",
+        installed.display()
+    ))
+}
+
 impl TreeOptions {
     /// Options with defaults for everything but the two directories.
     pub fn new(layers_dir: impl Into<PathBuf>, cache_dir: impl Into<PathBuf>) -> TreeOptions {
         TreeOptions {
             layers_dir: layers_dir.into(),
+            layers_missing: None,
             extra_layers: Vec::new(),
             base: BaseOverrides::default(),
             cache_dir: cache_dir.into(),
@@ -97,7 +153,14 @@ pub(super) fn resolve_host_files(
                     PathBuf::from(dir).join(name)
                 } else {
                     let exe = std::env::current_exe().context("finding the running imgbuild")?;
-                    exe.parent().unwrap_or(Path::new("/")).join(name)
+                    let dir = exe.parent().unwrap_or(Path::new("/"));
+                    let beside = dir.join(name);
+                    let installed = install_prefix()?.join(INSTALLED_BINS).join(name);
+                    if !beside.is_file() && installed.is_file() {
+                        installed
+                    } else {
+                        beside
+                    }
                 }
             }
             None => layer.dir.join(&hf.from),
