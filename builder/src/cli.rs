@@ -353,6 +353,8 @@ pub enum CacheCommand {
 #[derive(Debug, Subcommand)]
 pub enum EnvCommand {
     /// Validate an env.yml and report every problem with its line and key.
+    /// Keys it sets that do nothing on this image are warnings: "accepted,
+    /// no effect in this image: KEY".
     #[command(after_help = EXIT_CODES)]
     Check(EnvCheckArgs),
     /// Write a new env.yml for DOMAIN, with fresh secrets.
@@ -458,6 +460,13 @@ pub struct EnvCheckArgs {
     /// With --flatten: the prefix of every line.
     #[arg(long, default_value = "export ", requires = "flatten")]
     pub prefix: String,
+
+    /// Print the DNS TXT record that publishes the public half of
+    /// `appliance.dkim.key` (selector `ecs`: `ecs._domainkey.DOMAIN.`), as a
+    /// zone-file line on stdout. Needs openssl; the private key is never
+    /// printed. No DKIM key in the env: exit 2.
+    #[arg(long, conflicts_with = "flatten")]
+    pub dkim_record: bool,
 }
 
 #[derive(Debug, Args)]

@@ -3,7 +3,8 @@
 use std::path::Path;
 
 use anyhow::Context;
-use seeds::env::LoadError;
+use seeds::dkim::{self, DkimError};
+use seeds::env::{Env, LoadError};
 use seeds::flatten::{flatten, Trees};
 use seeds::nocloud::{seed_files, source_date_epoch, SeedInputs, VOLUME_ID};
 
@@ -26,12 +27,32 @@ pub fn check(args: &EnvCheckArgs) -> anyhow::Result<()> {
             })?;
         print!("{out}");
     }
+    if args.dkim_record {
+        print_dkim_record(&env, &args.env)?;
+    }
     tracing::info!(
         "{}: ok (domain {}, {} warning(s))",
         args.env.display(),
         env.appliance.domain,
-        env.warnings.len()
+        env.warnings.len() + env.no_effect_warnings().len()
     );
+    Ok(())
+}
+
+/// `--dkim-record`: the TXT record for the env's DKIM key on stdout.
+fn print_dkim_record(env: &Env, path: &Path) -> anyhow::Result<()> {
+    let what = "appliance.dkim.key";
+    let Some(key) = &env.appliance.dkim_key else {
+        return Err(bad_input(format!(
+            "{}: {what}: is not set: --dkim-record needs the DKIM private key (PEM RSA)",
+            path.display()
+        )));
+    };
+    let der = dkim::public_key_der(key).map_err(|e| match e {
+        DkimError::NoOpenssl(_) => anyhow::Error::new(e),
+        DkimError::NotAnRsaKey => bad_input(format!("{}: {what}: {e}", path.display())),
+    })?;
+    println!("{}", dkim::txt_record(&env.appliance.domain, &der));
     Ok(())
 }
 

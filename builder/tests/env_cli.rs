@@ -596,7 +596,14 @@ fn quiet_and_verbose_go_anywhere() {
     ] {
         let o = imgbuild(&args);
         assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
-        assert!(o.stderr.is_empty(), "{args:?}: {}", stderr(&o));
+        // Only the warnings: GOOD sets keys with no effect in this image.
+        assert!(
+            stderr(&o)
+                .lines()
+                .all(|l| l.contains(" WARN ") && l.contains("no effect in this image")),
+            "{args:?}: {}",
+            stderr(&o)
+        );
     }
     let out = d.path().join("s.iso");
     for (i, args) in [
@@ -639,4 +646,139 @@ fn leftover_temp_files_of_killed_runs_are_removed() {
     assert!(!stale.exists(), "the dead run's temp file is still there");
     assert!(live.exists(), "a live writer's temp file was removed");
     assert!(out.exists());
+}
+
+/// A key with no effect in this image is a warning naming it (never its
+/// value); the exit code is unchanged, and a cloud-init key is not named.
+#[test]
+fn keys_without_effect_are_warned_by_name() {
+    let d = tempfile::tempdir().unwrap();
+    let src = GOOD.replace("#cloud-config\n", "#cloud-config\nruncmd: [echo hi]\n");
+    let env = write(d.path(), "env.yml", src.as_bytes());
+    let e = env.to_str().unwrap();
+    let iso = d.path().join("s.iso");
+    for args in [
+        vec!["env", "check", e],
+        vec!["seed", "--env", e, "-o", iso.to_str().unwrap()],
+    ] {
+        let o = imgbuild(&args);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!(
+                "WARN {e}:6:12: accepted, no effect in this image: appliance.backup.url\n"
+            )),
+            "{args:?}: {err}"
+        );
+        for key in ["ecs.settings", "ecs.vault_encrypt", "ecs.vault_sign"] {
+            assert!(
+                err.contains(&format!("accepted, no effect in this image: {key}\n")),
+                "{key}: {err}"
+            );
+        }
+        assert!(!err.contains("S3CR3T"), "{err}");
+        assert!(
+            !err.contains("runcmd") && !err.contains("ssh_authorized_keys"),
+            "{err}"
+        );
+    }
+}
+
+fn openssl(args: &[&str], input: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut c = Command::new("openssl")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("running openssl");
+    c.stdin.take().unwrap().write_all(input).unwrap();
+    let o = c.wait_with_output().unwrap();
+    assert!(o.status.success(), "openssl {args:?}");
+    o.stdout
+}
+
+/// `--dkim-record`: the TXT record of the env's DKIM key, its `p=` the
+/// key's SubjectPublicKeyInfo as openssl writes it; the private key is not
+/// printed; no key, or a key that is not RSA, is exit 2.
+#[test]
+fn dkim_record_publishes_the_public_key() {
+    let d = tempfile::tempdir().unwrap();
+    let key = openssl(&["genrsa", "2048"], b"");
+    let key = String::from_utf8(key).unwrap();
+    let der = openssl(&["rsa", "-pubout", "-outform", "DER"], key.as_bytes());
+    let b64 = Command::new("base64")
+        .arg("-w0")
+        .arg(write(d.path(), "pub.der", &der))
+        .output()
+        .unwrap()
+        .stdout;
+    let b64 = String::from_utf8(b64).unwrap();
+    let indented: String = key.lines().map(|l| format!("    {l}\n")).collect();
+    let src = GOOD.replace(
+        "  domain: ecs.example.org\n",
+        &format!("  domain: ecs.example.org\n  dkim:\n   key: |\n{indented}"),
+    );
+    let env = write(d.path(), "env.yml", src.as_bytes());
+    let o = imgbuild(&["env", "check", env.to_str().unwrap(), "--dkim-record"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let out = String::from_utf8(o.stdout).unwrap();
+    let line = out.strip_suffix('\n').unwrap();
+    assert!(!line.contains('\n'), "one line: {out}");
+    let rest = line
+        .strip_prefix("ecs._domainkey.ecs.example.org. IN TXT ")
+        .unwrap_or_else(|| panic!("{out}"));
+    let strings: Vec<&str> = rest.split("\" \"").collect();
+    let mut value = String::new();
+    for (i, s) in strings.iter().enumerate() {
+        let s = s.trim_start_matches('"').trim_end_matches('"');
+        assert!(s.len() <= 255, "string {i} is {} long: {out}", s.len());
+        value.push_str(s);
+    }
+    assert!(strings.len() > 1, "a 2048-bit key needs two strings: {out}");
+    assert_eq!(value, format!("v=DKIM1; k=rsa; p={b64}"));
+    let body: String = key.lines().filter(|l| !l.starts_with("-----")).collect();
+    for part in [&body[..40], &body[body.len() - 40..]] {
+        assert!(!out.contains(part) && !err.contains(part), "{out}{err}");
+    }
+    assert!(!err.contains("S3CR3T") && !out.contains("S3CR3T"), "{err}");
+
+    let no_key = write(d.path(), "nokey.yml", GOOD.as_bytes());
+    let o = imgbuild(&["env", "check", no_key.to_str().unwrap(), "--dkim-record"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(o.stdout.is_empty());
+    assert!(
+        stderr(&o).contains("appliance.dkim.key: is not set: --dkim-record needs"),
+        "{}",
+        stderr(&o)
+    );
+
+    let ec = openssl(
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ],
+        b"",
+    );
+    let ec = String::from_utf8(ec).unwrap();
+    let indented: String = ec.lines().map(|l| format!("    {l}\n")).collect();
+    let src = GOOD.replace(
+        "  domain: ecs.example.org\n",
+        &format!("  domain: ecs.example.org\n  dkim:\n   key: |\n{indented}"),
+    );
+    let env = write(d.path(), "ec.yml", src.as_bytes());
+    let o = imgbuild(&["env", "check", env.to_str().unwrap(), "--dkim-record"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("appliance.dkim.key: is not a PEM RSA private key"),
+        "{err}"
+    );
+    let body: String = ec.lines().filter(|l| !l.starts_with("-----")).collect();
+    assert!(!err.contains(&body[..20]), "{err}");
 }

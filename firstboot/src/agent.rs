@@ -151,7 +151,7 @@ impl Agent<'_> {
         for w in &found.warnings {
             log.note("env", &format!("warning: {w}"));
         }
-        for w in &env.warnings {
+        for w in env.warnings.iter().chain(&env.no_effect_warnings()) {
             log.note("env", &format!("{}: {w}", found.source_name()));
         }
         let written = discover::publish(&self.root, &found, &env).context("publishing the env")?;

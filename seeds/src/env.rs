@@ -27,6 +27,7 @@ use crate::secret::{secret_root, Secret};
 use crate::yaml::{self, Node, Pos, Value};
 
 mod check;
+pub mod effects;
 mod values;
 
 use self::check::*;
@@ -301,6 +302,7 @@ impl Env {
             text,
             errors: Vec::new(),
             warnings: Vec::new(),
+            known: None,
         };
         let env = c.env(doc, text);
         if c.errors.is_empty() {
@@ -326,6 +328,12 @@ impl Env {
     pub fn flatten_for_units(&self) -> String {
         // Validation already refused envs whose appliance trees do not flatten.
         flatten(&self.doc.0, &Trees::appliance(), "export ").unwrap_or_default()
+    }
+
+    /// One warning for each key this env sets that has no effect in this
+    /// image, `accepted, no effect in this image: KEY` (see [`effects`]).
+    pub fn no_effect_warnings(&self) -> Vec<Problem> {
+        effects::no_effect_warnings(&self.doc.0)
     }
 
     /// The `cloud-init` meta-data for this env.

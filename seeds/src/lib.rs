@@ -8,6 +8,7 @@ pub mod cachedir;
 pub mod calendar;
 pub mod civil;
 pub mod cmd;
+pub mod dkim;
 pub mod env;
 pub mod fat;
 pub mod flatten;

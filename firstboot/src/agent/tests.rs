@@ -255,3 +255,23 @@ fn storage_error_fails_closed() {
         "{reason}"
     );
 }
+
+/// Keys with no effect in this image are warned by name in the env step,
+/// never with their value.
+#[test]
+fn keys_without_effect_are_warned() {
+    let w = World::new(&ENV.replace(
+        "  domain: ecs.example.org\n",
+        "  domain: ecs.example.org\n  standby: true\n  backup: {url: 'ssh://u:hunter2-pw@b/x'}\n",
+    ));
+    let (r, log, _, _) = w.run();
+    r.unwrap();
+    let all = log.lines.join("\n");
+    for key in ["appliance.backup.url", "ecs.settings"] {
+        assert!(
+            all.contains(&format!("accepted, no effect in this image: {key}")),
+            "{key}: {all}"
+        );
+    }
+    assert!(!all.contains("hunter2"), "{all}");
+}

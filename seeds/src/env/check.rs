@@ -28,7 +28,21 @@ pub(super) struct Checker<'t> {
     pub(super) text: &'t str,
     pub(super) errors: Vec<Problem>,
     pub(super) warnings: Vec<Problem>,
+    /// When set, every key path the model knows in the maps it visits
+    /// (the reference test of [`super::effects`] compares them with the
+    /// table).
+    pub(super) known: Option<std::collections::BTreeSet<String>>,
 }
+
+/// The top-level keys the model reads; any other is cloud-init's, kept and
+/// passed through without a word.
+pub(super) const TOP_LEVEL: &[&str] = &[
+    "ssh_authorized_keys",
+    "ssh_deprecated_keys",
+    "disable_root",
+    "appliance",
+    "ecs",
+];
 
 /// A map being checked: its entries, position and path, and the keys the
 /// model knows (the rest are reported as unknown when `warn_unknown`).
@@ -95,6 +109,9 @@ impl Checker<'_> {
     ) -> Option<&'a Node> {
         match &n.value {
             Value::Map(entries) => {
+                if let Some(set) = &mut self.known {
+                    set.extend(known.iter().map(|k| format!("{path}.{k}")));
+                }
                 for (k, _) in entries {
                     let name = k.key_string();
                     if !known.contains(&name.as_ref()) {
@@ -321,6 +338,9 @@ impl Checker<'_> {
             node: Some(&doc),
             path: String::new(),
         };
+        if let Some(set) = &mut self.known {
+            set.extend(TOP_LEVEL.iter().map(|k| k.to_string()));
+        }
         let ssh_authorized_keys = self.ssh_keys(&top, "ssh_authorized_keys");
         let ssh_deprecated_keys = self.ssh_keys(&top, "ssh_deprecated_keys");
         let disable_root = top
