@@ -84,18 +84,41 @@ pub trait Mounter {
     fn mount(&self, device: &Path, mountpoint: &Path) -> Result<()>;
 }
 
-/// mount(8).
+/// mount(8). A mount that fails because the same device is by then mounted
+/// at the same place (systemd's mount unit for the fstab line won the race)
+/// counts as done: the state asked for is there.
 pub struct SystemMounter;
 
 impl Mounter for SystemMounter {
     fn mount(&self, device: &Path, mountpoint: &Path) -> Result<()> {
-        cmd::run(&mut cmd::command(
+        let r = cmd::run(&mut cmd::command(
             "mount",
             [device.as_os_str(), mountpoint.as_os_str()],
-        ))
-        .with_context(|| format!("mounting {} at {}", device.display(), mountpoint.display()))?;
-        Ok(())
+        ));
+        match r {
+            Ok(_) => Ok(()),
+            Err(_) if mounted_at(device, mountpoint) => Ok(()),
+            Err(e) => Err(e).with_context(|| {
+                format!("mounting {} at {}", device.display(), mountpoint.display())
+            }),
+        }
     }
+}
+
+/// Whether the kernel's mount table has `device` mounted at `mountpoint`.
+fn mounted_at(device: &Path, mountpoint: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(rdev) = std::fs::metadata(device).map(|m| m.rdev()) else {
+        return false;
+    };
+    let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+    crate::sysfs::System::real()
+        .mounts()
+        .map(|ms| {
+            ms.iter()
+                .any(|m| m.major == major && m.minor == minor && m.mountpoint == mountpoint)
+        })
+        .unwrap_or(false)
 }
 
 /// Makes the directory `abs` under `root` (and parents) with mode 0755 when
