@@ -8,4 +8,5 @@ pub use vm::*;
 pub mod acme;
 pub mod fixtures;
 pub mod harness;
+pub mod peers;
 pub mod report;

@@ -21,6 +21,8 @@ pub const FILES: &[&str] = &[
     "/root/.ssh/authorized_keys",
     "/app/.ssh/authorized_keys",
     "/etc/hostname",
+    // appliance.extra.packages: the boot tests' package (crate::peers).
+    "/usr/share/ecs-test-extra/installed",
     "/etc/fstab",
     "/etc/ssl/certs/ssl-cert-snakeoil.pem",
     // Secrets: facts only, never their content (see is_secret).
@@ -47,6 +49,8 @@ pub const UNITS: &[&str] = &[
     "postgresql@VERSION-main.service",
     "nginx.service",
     "appliance.service",
+    "appliance-extra-packages.service",
+    "appliance-sentry-report.service",
     "appliance-mail.service",
     "postfix@-.service",
     "opendkim.service",

@@ -1116,3 +1116,137 @@ fn r1_imgbuild_run_prints_a_working_ssh_line() {
         "imgbuild run wrote the image (no overlay?)"
     );
 }
+
+/// `appliance.extra.packages` and `appliance.sentry.dsn`, three boots of one
+/// disk: (1) the archive unreachable: the appliance stops with the reason on
+/// the failure page, and the failure reaches the Sentry stand-in with the
+/// DSN's key; (2) the local archive reachable: the package is installed and
+/// the appliance is ready; (3) offline again: nothing to install, no apt,
+/// ready.
+#[test]
+fn s9_extra_packages_and_sentry() {
+    use qemu_tests::peers::{
+        LocalArchive, SentrySink, EXTRA_PACKAGE, EXTRA_PACKAGE_FILE, SENTRY_ADDR,
+    };
+    let _one = serial();
+    let Some((progs, image)) = setup() else {
+        return;
+    };
+    let name = "s9-extra";
+    let key = "s9sentrykey0123";
+    let env = env_ignore_storage().replace(
+        "  metric: {exporter: true}\n",
+        &format!(
+            "  metric: {{exporter: true}}\n  sentry:\n    dsn: \"{}\"\n  extra:\n    \
+             packages: [{EXTRA_PACKAGE}]\n    files:\n      \
+             - path: /etc/apt/sources.list.d/ecs-test.list\n        \
+             contents: \"{}\\n\"\n",
+            SentrySink::dsn(key, 7),
+            LocalArchive::source_line()
+        ),
+    );
+    let (env_path, iso) = ok(seed(progs, name, &env));
+    let flat = ok(flatten(progs, &env_path));
+    let sink = ok(SentrySink::start());
+    let archive = ok(LocalArchive::start());
+    let disk = ok(overlay(&image.qcow2, &disks_dir(name), "vda.qcow2", "8G"));
+    let spec = |n: &str, online: bool| {
+        let mut s = BootSpec::new(
+            &format!("{name}-{n}"),
+            Firmware::Uefi,
+            vec![disk.clone()],
+            Some(iso.clone()),
+        );
+        s.netdev_extra.push(sink.guestfwd());
+        if online {
+            s.netdev_extra.push(archive.guestfwd());
+        }
+        s
+    };
+
+    // 1: offline.
+    let o = ok(boot(&spec("1-offline", false)));
+    record_timing(&o);
+    let r = o.report();
+    let mut c = Checks::new(&o);
+    let reason = r
+        .files
+        .get("/run/appliance-failed")
+        .and_then(|f| f.content.clone())
+        .unwrap_or_default();
+    c.check(
+        reason.contains("appliance.extra.packages") && reason.contains(EXTRA_PACKAGE),
+        || format!("/run/appliance-failed should name the package: {reason:?}"),
+    );
+    c.check(!r.files.contains_key(EXTRA_PACKAGE_FILE), || {
+        "the package is installed without an archive".into()
+    });
+    let app = r.units.get("appliance.service");
+    c.check(app.is_some_and(|u| !u.ever_started()), || {
+        format!("appliance.service must not start: {app:?}")
+    });
+    let page = o.page();
+    c.eq(page.0, 503, "status page HTTP status (offline)");
+    c.check(
+        page.1.contains("Appliance Error") && page.1.contains(EXTRA_PACKAGE),
+        || format!("not the failure page naming the package: {}", page.1),
+    );
+    let got = ok(sink.requests());
+    c.eq(got.len(), 1, "events the Sentry stand-in got");
+    if let Some(e) = got.first() {
+        c.eq(e.path.as_str(), "/api/7/store/", "the event's endpoint");
+        c.check(e.auth.contains(&format!("sentry_key={key}")), || {
+            format!("X-Sentry-Auth without the DSN's key: {}", e.auth)
+        });
+        let body: serde_json::Value = serde_json::from_str(&e.body).unwrap_or_default();
+        let msg = body["message"].as_str().unwrap_or("");
+        c.check(msg.contains(EXTRA_PACKAGE), || {
+            format!("the event's message is not the failure: {}", e.body)
+        });
+        c.eq(body["level"].as_str(), Some("error"), "the event's level");
+    }
+    c.check(!o.console.contains(key), || {
+        "the console shows the DSN's key".into()
+    });
+    c.check(
+        o.console
+            .contains(&format!("reported the failure to {SENTRY_ADDR}")),
+        || "the console does not say the failure was reported".into(),
+    );
+    c.finish();
+
+    // 2: the archive reachable.
+    let o = ok(boot(&spec("2-online", true)));
+    record_timing(&o);
+    let r = o.report();
+    let mut c = Checks::new(&o);
+    check_handoff(&mut c, r, &o, &env, &flat, "cidata");
+    c.check(r.files.contains_key(EXTRA_PACKAGE_FILE), || {
+        format!("{EXTRA_PACKAGE_FILE} missing: the package was not installed")
+    });
+    c.check(
+        o.console.contains(&format!("installed {EXTRA_PACKAGE}")),
+        || "the console does not say the package was installed".into(),
+    );
+    c.check(archive.log().contains(EXTRA_PACKAGE), || {
+        format!("the local archive served no package: {}", archive.log())
+    });
+    c.eq(ok(sink.requests()).len(), 1, "events after a good boot");
+    c.finish();
+
+    // 3: offline again, installed already.
+    let o = ok(boot(&spec("3-installed", false)));
+    record_timing(&o);
+    let r = o.report();
+    let mut c = Checks::new(&o);
+    check_handoff(&mut c, r, &o, &env, &flat, "cidata");
+    c.check(
+        o.console
+            .contains(&format!("{EXTRA_PACKAGE} installed already")),
+        || "the console does not say the package is installed already".into(),
+    );
+    c.check(!o.console.contains("extra-packages: installing"), || {
+        "apt ran on a boot with nothing to install".into()
+    });
+    c.finish();
+}

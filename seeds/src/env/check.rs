@@ -467,6 +467,12 @@ impl Checker<'_> {
         }
         let sentry = self.map(&a, "sentry", &["dsn"]);
         let sentry_dsn = self.secret(&sentry, "dsn");
+        if let Some(dsn) = &sentry_dsn {
+            if let Err(why) = check_sentry_dsn(dsn.expose()) {
+                let pos = sentry.get("dsn").map(|n| n.pos);
+                self.error(pos, "appliance.sentry.dsn", format!("the DSN {why}"));
+            }
+        }
 
         let m = self.map(&a, "metric", &["exporter", "server", "gui", "pghero"]);
         let metric = Metric {

@@ -63,7 +63,10 @@ pub const EFFECTS: &[(&str, Effect)] = &[
         "appliance.ssl.key",
         Effect::Applied("appliance-tls.service"),
     ),
-    ("appliance.sentry.dsn", Effect::None),
+    (
+        "appliance.sentry.dsn",
+        Effect::Applied("appliance-sentry-report.service"),
+    ),
     (
         "appliance.metric.exporter",
         Effect::Applied("layers/50-metrics"),
@@ -75,7 +78,10 @@ pub const EFFECTS: &[(&str, Effect)] = &[
     ("appliance.git.source", Effect::None),
     ("appliance.git.commitid", Effect::None),
     ("appliance.extra.files", Effect::Applied("ecs-firstboot")),
-    ("appliance.extra.packages", Effect::None),
+    (
+        "appliance.extra.packages",
+        Effect::Applied("appliance-extra-packages.service"),
+    ),
     ("appliance.extra.states", Effect::None),
     ("appliance.update.automatic", Effect::None),
     ("appliance.update.oncalendar", Effect::None),

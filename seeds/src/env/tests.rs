@@ -264,3 +264,36 @@ fn bad_domain() {
         "{p}"
     );
 }
+
+#[test]
+fn sentry_dsn_shape_is_checked_without_repeating_it() {
+    let with = |dsn: &str| {
+        MINIMAL.replace(
+            "  domain: ecs.example.org\n",
+            &format!("  domain: ecs.example.org\n  sentry:\n    dsn: \"{dsn}\"\n"),
+        )
+    };
+    for good in [
+        "https://K3Y@sentry.example.org/42",
+        "http://K3Y:S3C@10.0.2.102:8080/sub/path/7",
+    ] {
+        let env = Env::parse(with(good).as_bytes(), "env.yml").unwrap();
+        assert_eq!(env.appliance.sentry_dsn.unwrap().expose(), good);
+    }
+    for (bad, says) in [
+        ("ftp://K3Y@sentry.example.org/42", "https://"),
+        ("https://sentry.example.org/42", "no key"),
+        ("https://K3Y@sentry.example.org/", "numeric project"),
+        ("https://K3Y@sentry.example.org/abc", "numeric project"),
+        ("https://K3Y@-bad-/42", "host"),
+        ("https://K3Y@sentry.example.org/4 2", "numeric project"),
+        ("https://K3Y?x@sentry.example.org/42", "key"),
+    ] {
+        let p = problems(&with(bad)).join("\n");
+        assert!(
+            p.contains("appliance.sentry.dsn") && p.contains(says),
+            "{bad}: {p}"
+        );
+        assert!(!p.contains("K3Y"), "the error repeats the DSN's key: {p}");
+    }
+}

@@ -38,6 +38,50 @@ pub(super) fn check_hostname(d: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Checks a Sentry DSN, `SCHEME://KEY[:SECRET]@HOST[:PORT]/[PATH/]PROJECT`
+/// (http or https, a numeric project id), the shape `sentry-report` parses.
+/// The error never repeats the DSN (it carries the key).
+pub(super) fn check_sentry_dsn(dsn: &str) -> Result<(), &'static str> {
+    let rest = dsn
+        .strip_prefix("https://")
+        .or_else(|| dsn.strip_prefix("http://"))
+        .ok_or("must start with https:// or http://")?;
+    let (key, rest) = rest
+        .split_once('@')
+        .ok_or("has no key (KEY@ before the host)")?;
+    let public = key.split(':').next().unwrap_or("");
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if !token(public) || key.split(':').count() > 2 || !key.split(':').all(token) {
+        return Err("has a key that is not letters, digits, - and _");
+    }
+    let (host, path) = rest
+        .split_once('/')
+        .ok_or("has no project (/PROJECT after the host)")?;
+    let name = match host.rsplit_once(':') {
+        Some((h, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    };
+    let ip = name.parse::<std::net::Ipv4Addr>().is_ok();
+    if !ip && check_hostname(name).is_err() {
+        return Err("has a host that is not a host name, IPv4 address or HOST:PORT");
+    }
+    let project = path.rsplit('/').next().unwrap_or("");
+    if project.is_empty() || !project.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("must end in the numeric project id (.../PROJECT)");
+    }
+    if path
+        .bytes()
+        .any(|b| !(b.is_ascii_alphanumeric() || b"-_./".contains(&b)))
+    {
+        return Err("has a path with characters other than letters, digits, -, _, . and /");
+    }
+    Ok(())
+}
+
 pub(super) fn is_package_name(p: &str) -> bool {
     p.len() >= 2
         && p.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
