@@ -13,6 +13,7 @@ use crate::facts::Opener;
 use crate::handoff;
 use crate::log::{Log, Timer};
 use crate::plan::{human, Placement, StoragePolicy, VolumePolicy};
+use crate::sizing;
 use crate::storage::{self, Host};
 use crate::sysfs::System;
 use crate::volumes::Mounter;
@@ -79,6 +80,10 @@ impl Agent<'_> {
         log.current = "env";
         let t = Timer::start();
         let env = self.env_step(log)?;
+        if self.storage {
+            self.sizing(log)?;
+        }
+        handoff::standby(&self.root, env.appliance.standby)?;
         if env.appliance.standby {
             log.step(
                 "env",
@@ -141,6 +146,22 @@ impl Agent<'_> {
         log.current = "handoff";
         handoff::ready(&self.root, &log.summary("ok"))?;
         Ok(Ended::HandedOff)
+    }
+
+    /// The sizing guide (see [`sizing`]): a warning on the console and a
+    /// notice on the status page when the machine falls short.
+    fn sizing(&self, log: &mut Log) -> Result<()> {
+        let warning = match sizing::read(&self.sys.sys, &self.sys.meminfo) {
+            Ok(m) => sizing::shortfall(m),
+            Err(e) => {
+                log.note("sizing", &format!("not checked: {e}"));
+                None
+            }
+        };
+        if let Some(w) = &warning {
+            log.note("sizing", &format!("warning: {w}"));
+        }
+        handoff::notice(&self.root, "sizing", warning.as_deref())
     }
 
     fn env_step(&self, log: &mut Log) -> Result<Env> {

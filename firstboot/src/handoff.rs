@@ -71,6 +71,47 @@ pub fn ready(root: &Path, summary: &str) -> Result<()> {
         .context("writing /run/ecs-firstboot.ready")
 }
 
+/// Sets (`Some`) or clears (`None`) the status page's notice `name`:
+/// `/run/ecs-appliance/notices/NAME`, one line the ready page shows
+/// (layer 30's `appliance-start`). Reached without following a link.
+pub fn notice(root: &Path, name: &str, text: Option<&str>) -> Result<()> {
+    let dir =
+        match Dir::root(root).and_then(|r| r.walk("/run/ecs-appliance/notices", text.is_some())) {
+            Ok(Ok(d)) => d,
+            Ok(Err(o)) => bail!("{o}"),
+            Err(e) if text.is_none() && e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).context("opening /run/ecs-appliance/notices"),
+        };
+    let what = || format!("/run/ecs-appliance/notices/{name}");
+    match text {
+        Some(t) => dir
+            .replace(name, format!("{t}\n").as_bytes(), 0o644, None)
+            .with_context(|| format!("writing {}", what())),
+        None => dir
+            .remove(name)
+            .with_context(|| format!("removing {}", what())),
+    }
+}
+
+/// Sets or clears `/run/ecs-appliance/standby`, which has the status page
+/// show "Appliance Standby" (layer 30's `status-page`). Reached without
+/// following a link.
+pub fn standby(root: &Path, on: bool) -> Result<()> {
+    let dir = match Dir::root(root).and_then(|r| r.walk("/run/ecs-appliance", on)) {
+        Ok(Ok(d)) => d,
+        Ok(Err(o)) => bail!("{o}"),
+        Err(e) if !on && e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).context("opening /run/ecs-appliance"),
+    };
+    if on {
+        dir.replace("standby", b"appliance.standby: true\n", 0o644, None)
+            .context("writing /run/ecs-appliance/standby")
+    } else {
+        dir.remove("standby")
+            .context("removing /run/ecs-appliance/standby")
+    }
+}
+
 /// Records a failure (keeps an earlier reason from another unit).
 pub fn failed(root: &Path, reason: &str) -> Result<()> {
     let run = run_dir(root, true)?.context("opening /run")?;
@@ -115,6 +156,34 @@ mod tests {
             "postgresql failed\n",
             "another unit's record is kept"
         );
+    }
+
+    #[test]
+    fn standby_marker() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("run/ecs-appliance/standby");
+        standby(d.path(), false).unwrap();
+        standby(d.path(), true).unwrap();
+        assert!(fs::symlink_metadata(&p).unwrap().is_file());
+        standby(d.path(), false).unwrap();
+        assert!(!p.exists());
+    }
+
+    #[test]
+    fn notices() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        notice(r, "sizing", None).unwrap();
+        notice(r, "sizing", Some("small")).unwrap();
+        let p = r.join("run/ecs-appliance/notices/sizing");
+        assert_eq!(fs::read_to_string(&p).unwrap(), "small\n");
+        notice(r, "sizing", None).unwrap();
+        assert!(!p.exists());
+        fs::write(r.join("victim"), "keep\n").unwrap();
+        std::os::unix::fs::symlink(r.join("victim"), &p).unwrap();
+        notice(r, "sizing", Some("small")).unwrap();
+        assert_eq!(fs::read_to_string(r.join("victim")).unwrap(), "keep\n");
+        assert!(fs::symlink_metadata(&p).unwrap().is_file());
     }
 
     #[test]

@@ -38,6 +38,7 @@ pub mod facts;
 pub mod handoff;
 pub mod log;
 pub mod safefs;
+pub mod sizing;
 pub mod storage;
 #[cfg(test)]
 pub(crate) mod testutil;

@@ -19,6 +19,8 @@ pub struct System {
     pub sys: PathBuf,
     pub mountinfo: PathBuf,
     pub dev: PathBuf,
+    /// `/proc/meminfo` (the sizing check).
+    pub meminfo: PathBuf,
 }
 
 impl System {
@@ -27,6 +29,7 @@ impl System {
             sys: "/sys".into(),
             mountinfo: "/proc/self/mountinfo".into(),
             dev: "/dev".into(),
+            meminfo: "/proc/meminfo".into(),
         }
     }
 }
@@ -264,6 +267,7 @@ pub mod fake {
                 sys: self.dir.path().join("sys"),
                 mountinfo: self.dir.path().join("proc/mountinfo"),
                 dev: self.dir.path().join("dev"),
+                meminfo: self.dir.path().join("proc/meminfo"),
             }
         }
 

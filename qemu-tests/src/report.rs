@@ -21,6 +21,7 @@ pub const FILES: &[&str] = &[
     "/root/.ssh/authorized_keys",
     "/app/.ssh/authorized_keys",
     "/etc/hostname",
+    "/run/ecs-appliance/www/startup.html",
     // appliance.extra.packages: the boot tests' package (crate::peers).
     "/usr/share/ecs-test-extra/installed",
     "/etc/fstab",

@@ -196,6 +196,10 @@ fn standby_stops_before_storage() {
     let before = fs::read(&vda).unwrap().len();
     let (r, log, code, mounts) = w.run();
     assert_eq!((r.unwrap(), code), (Ended::Standby, 0));
+    assert!(
+        w.root.join("run/ecs-appliance/standby").is_file(),
+        "the status page's standby marker"
+    );
     assert!(log
         .summary("standby")
         .starts_with("ecs-firstboot: standby env=cidata standby=yes "));

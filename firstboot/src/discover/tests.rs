@@ -583,7 +583,7 @@ fn a_silent_metadata_service_times_out_in_3s() {
     // At least the 3 s timeout; the upper bound only proves it does not
     // hang (a loaded CI machine can be slow to wake the thread).
     assert!(
-        took >= Duration::from_millis(2900) && took < Duration::from_secs(10),
+        took >= Duration::from_millis(2900) && took < Duration::from_secs(30),
         "took {took:?}"
     );
     assert!(msg.contains("timed out"), "{msg}");
