@@ -49,7 +49,7 @@ fn print_dkim_record(env: &Env, path: &Path) -> anyhow::Result<()> {
         )));
     };
     let der = dkim::public_key_der(key).map_err(|e| match e {
-        DkimError::NoOpenssl(_) => anyhow::Error::new(e),
+        DkimError::NoOpenssl(_) | DkimError::Generate => anyhow::Error::new(e),
         DkimError::NotAnRsaKey => bad_input(format!("{}: {what}: {e}", path.display())),
     })?;
     println!("{}", dkim::txt_record(&env.appliance.domain, &der));

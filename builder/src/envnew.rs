@@ -80,12 +80,8 @@ pub fn create(args: &EnvNewArgs) -> anyhow::Result<NewEnv> {
         keys.push((env_key, info));
     }
     drop(gpg);
-    let dkim_key = crate::dkim::generate()?;
-    let dkim_record = crate::dkim::dns_record(
-        &domain,
-        crate::dkim::SELECTOR,
-        &crate::dkim::public_key_base64(&dkim_key)?,
-    );
+    let dkim_key = seeds::dkim::generate()?;
+    let dkim_record = seeds::dkim::txt_record(&domain, &seeds::dkim::public_key_der(&dkim_key)?);
     let secrets = Secrets {
         vault_encrypt: &armored[0],
         vault_sign: &armored[1],

@@ -9,7 +9,6 @@ pub mod build;
 pub mod cache;
 pub mod cli;
 pub mod disk;
-pub mod dkim;
 pub mod entries;
 pub mod env;
 pub mod envcmd;

@@ -174,7 +174,7 @@ fn new_env_checks_and_its_keys_work() {
         .collect();
     let record = printed
         .lines()
-        .find(|l| l.starts_with("ecs._domainkey.ecs.example.org. IN TXT ("))
+        .find(|l| l.starts_with("ecs._domainkey.ecs.example.org. IN TXT \""))
         .expect("the DKIM record is printed");
     let value: String = record.split('"').skip(1).step_by(2).collect();
     assert_eq!(value, format!("v=DKIM1; k=rsa; p={public}"));

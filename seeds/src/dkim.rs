@@ -24,12 +24,36 @@ pub const TXT_STRING_MAX: usize = 255;
 #[derive(Debug, thiserror::Error)]
 pub enum DkimError {
     /// openssl could not be started.
-    #[error("deriving the DKIM public key needs openssl (apt-get install openssl): {0}")]
+    #[error("the DKIM key needs openssl (apt-get install openssl): {0}")]
     NoOpenssl(#[source] CmdError),
+    /// openssl could not make a key.
+    #[error("openssl could not make an RSA key for DKIM")]
+    Generate,
     /// openssl refused the key (its message is not shown: it is about a
     /// secret).
     #[error("is not a PEM RSA private key openssl can read (an unencrypted one)")]
     NotAnRsaKey,
+}
+
+/// A fresh RSA 2048 private key, PEM (PKCS#8), for `imgbuild env new`: made
+/// by `openssl genpkey`, which prints it on its standard output (never a
+/// file).
+pub fn generate() -> Result<Secret<String>, DkimError> {
+    let mut c = Command::new("openssl");
+    c.args([
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+    ]);
+    match cmd::run(&mut c) {
+        Ok(out) => String::from_utf8(out.stdout)
+            .map(Secret::new)
+            .map_err(|_| DkimError::Generate),
+        Err(e @ CmdError::Spawn { .. }) => Err(DkimError::NoOpenssl(e)),
+        Err(CmdError::Failed { .. }) => Err(DkimError::Generate),
+    }
 }
 
 /// The record's owner name: `ecs._domainkey.DOMAIN.`.
