@@ -36,6 +36,7 @@ base_pkgs=(
   pebble              # boot tests: a local ACME server (and its DNS) the appliance gets its certificate from
   socat               # boot tests: the guest reaches the ACME server through a QEMU guestfwd, one socat per connection
   python3-dkim        # boot tests: dkimpy verifies the DKIM signature of the mail the appliance sends
+  python3-venv        # the SBOM tests' SPDX validator (pyspdxtools, from PyPI, in its own venv below)
   openssl             # imgbuild env check verifies the env's TLS pair; boot tests make a test CA
   zstd                # layer cache entries
   xorriso genisoimage # seed ISO checks in tests (isoinfo is in genisoimage)
@@ -67,6 +68,15 @@ for p in "${backports_pkgs[@]}"; do
 done
 if [ "$need_bpo" = 1 ]; then
   apt-get install -y -q --no-install-recommends -t bookworm-backports "${backports_pkgs[@]}"
+fi
+
+# The SPDX validator the SBOM tests run (spdx-tools is not packaged in
+# Debian): PyPI's, pinned, in a venv of Debian's python3.
+spdx_venv=/opt/imgbuild-tests/spdx
+spdx_version=0.8.5
+if ! "$spdx_venv/bin/pip" show spdx-tools 2>/dev/null | grep -qx "Version: $spdx_version"; then
+  /usr/bin/python3 -m venv "$spdx_venv"
+  "$spdx_venv/bin/pip" install -q "spdx-tools==$spdx_version"
 fi
 
 echo "install-host-deps: host packages in place"

@@ -94,6 +94,8 @@ pub struct Outputs {
     pub seed: Option<PathBuf>,
     pub sums: PathBuf,
     pub manifest: PathBuf,
+    /// The SPDX SBOM (see [`crate::sbom`]).
+    pub sbom: PathBuf,
 }
 
 impl Outputs {
@@ -115,11 +117,12 @@ impl Outputs {
             }),
             sums: dir.join(format!("{stem}.SHA256SUMS")),
             manifest: dir.join(format!("{stem}.manifest.json")),
+            sbom: dir.join(format!("{stem}.spdx.json")),
         }
     }
 
     fn all(&self) -> Vec<&Path> {
-        let mut v = vec![self.image.as_path(), &self.sums, &self.manifest];
+        let mut v = vec![self.image.as_path(), &self.sums, &self.manifest, &self.sbom];
         if let Some(s) = &self.seed {
             v.push(s);
         }
@@ -262,6 +265,7 @@ struct WorkFiles {
     image: PathBuf,
     seed: Option<PathBuf>,
     manifest: PathBuf,
+    sbom: PathBuf,
     sums: PathBuf,
 }
 
@@ -285,6 +289,7 @@ impl WorkFiles {
             image,
             seed: outs.seed.as_ref().map(|_| dir.path().join("seed.iso")),
             manifest: dir.path().join("manifest.json"),
+            sbom: dir.path().join("spdx.json"),
             sums: dir.path().join("SHA256SUMS"),
             dir,
         })
@@ -394,6 +399,23 @@ fn sums_and_manifest(
     manifest_json.push(b'\n');
     seeds::atomic::write_atomic(&work.manifest, &manifest_json, 0o644)
         .context("writing the manifest")?;
+    let exe_sha = std::env::current_exe()
+        .ok()
+        .and_then(|p| crate::cache::hash_file(&p).ok());
+    let sbom = crate::sbom::document(&crate::sbom::Subject {
+        image: &name(&outs.image),
+        image_sha256: &image_sha,
+        source_date_epoch: made.parts.disk.source_date_epoch,
+        distro: &made.parts.os.id,
+        codename: &made.parts.os.codename,
+        layers: &made.tree.layers,
+        packages: &made.parts.packages,
+        imgbuild_version: crate::sbom::IMGBUILD_VERSION,
+        imgbuild_sha256: exe_sha.as_deref(),
+    });
+    let mut sbom_json = serde_json::to_vec_pretty(&sbom)?;
+    sbom_json.push(b'\n');
+    seeds::atomic::write_atomic(&work.sbom, &sbom_json, 0o644).context("writing the SBOM")?;
     seeds::atomic::write_atomic(&work.sums, output::sha256sums(&sums).as_bytes(), 0o644)
         .context("writing SHA256SUMS")?;
     Ok(image_sha)
@@ -406,6 +428,7 @@ fn commit_outputs(work: &WorkFiles, outs: &Outputs) -> Result<()> {
         rename_into(from, to)?;
     }
     rename_into(&work.manifest, &outs.manifest)?;
+    rename_into(&work.sbom, &outs.sbom)?;
     rename_into(&work.sums, &outs.sums)?;
     rename_into(&work.image, &outs.image)?;
     File::open(out_dir(&outs.image))
@@ -572,9 +595,12 @@ fn make_image(
     )?;
     let packages = match &built {
         Some(b) => b.packages.clone(),
-        None => rootfs::installed_packages(&tree)?,
+        // A tree given with --tree: no indexes to say where its packages
+        // came from.
+        None => rootfs::installed_packages(&tree, &rootfs::AptIndex::default())?,
     };
 
+    let os = crate::imagecache::OsInfo::read(&tree);
     let a = assemble(&tree, work, disk_opts)?;
 
     // The image.
@@ -590,7 +616,11 @@ fn make_image(
         }
     }
     Ok(Made {
-        parts: ManifestParts { disk: a, packages },
+        parts: ManifestParts {
+            disk: a,
+            packages,
+            os,
+        },
         tree: info,
         sha256: None,
         from_cache: false,

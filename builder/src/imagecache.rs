@@ -49,7 +49,7 @@ use crate::progress::complete_step;
 use crate::rootfs::Package;
 
 /// Bumped whenever the meaning of an image entry or its key changes.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 /// How many images the cache keeps after a build stores one (each is as
 /// large as the image).
 pub const KEEP: usize = 2;
@@ -299,6 +299,37 @@ pub struct EntryMeta {
 pub struct ManifestParts {
     pub disk: Assembled,
     pub packages: Vec<Package>,
+    /// The tree's distribution (os-release), for the SBOM's purls.
+    #[serde(default)]
+    pub os: OsInfo,
+}
+
+/// `ID` and `VERSION_CODENAME` of the tree's os-release.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OsInfo {
+    pub id: String,
+    pub codename: String,
+}
+
+impl OsInfo {
+    /// Reads `etc/os-release` of the tree at `root` (inside the tree only).
+    pub fn read(root: &Path) -> OsInfo {
+        let text = crate::rootfs::resolve_in_root(root, Path::new("etc/os-release"))
+            .ok()
+            .filter(|p| fs::symlink_metadata(p).is_ok_and(|m| m.is_file() && m.len() < 65536))
+            .and_then(|p| fs::read_to_string(p).ok())
+            .unwrap_or_default();
+        let field = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
+                .map(|v| v.trim().trim_matches('"').to_string())
+                .unwrap_or_default()
+        };
+        OsInfo {
+            id: field("ID"),
+            codename: field("VERSION_CODENAME"),
+        }
+    }
 }
 
 /// A complete entry.

@@ -32,6 +32,7 @@ pub mod progress;
 pub mod recipe;
 pub mod rootfs;
 pub mod run;
+pub mod sbom;
 #[cfg(test)]
 mod testutil;
 pub mod tlscheck;

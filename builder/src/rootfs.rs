@@ -47,16 +47,17 @@ mod chroot;
 mod clean;
 mod keys;
 mod overlay;
+mod packages;
 mod store;
 
 use self::apt::*;
 use self::chroot::*;
-pub use self::clean::installed_packages;
 use self::clean::*;
 pub use self::keys::TreeOptions;
 use self::keys::*;
 pub use self::overlay::resolve_in_root;
 use self::overlay::*;
+pub use self::packages::{installed_packages, AptIndex, Package};
 use self::store::*;
 
 /// How a layer was obtained in this build.
@@ -77,14 +78,19 @@ pub struct BuiltLayer {
     pub name: String,
     pub key: String,
     pub outcome: Outcome,
+    /// imgbuild's own programs the layer puts in the tree (`host_files`
+    /// from `@NAME`, e.g. the agent), for the SBOM.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub binaries: Vec<Binary>,
 }
 
-/// An installed package of the tree (`dpkg-query`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Package {
+/// One of imgbuild's programs in the tree.
+#[derive(Debug, Clone, Serialize)]
+pub struct Binary {
     pub name: String,
-    pub version: String,
-    pub arch: String,
+    /// Where in the tree.
+    pub path: String,
+    pub sha256: String,
 }
 
 /// The result of the tree stage: a root tree in a work directory that is
@@ -256,7 +262,11 @@ impl Stack<'_> {
         } = run.execute(goal)?;
         let (work, root) = tree.expect("a tree was asked for");
         let step = run.progress.step("listing packages");
-        let packages = installed_packages(&root)?;
+        let index = AptIndex::load(
+            &run.cache.apt_lists(&run.base),
+            &[run.base.mirror.as_str(), run.base.security_mirror.as_str()],
+        );
+        let packages = installed_packages(&root, &index)?;
         step.done_with(&format!("{} packages", packages.len()));
         let Run {
             base,
@@ -569,10 +579,27 @@ impl<'p> Run<'p> {
                     Outcome::Built
                 }
             };
+            // The key's inputs hashed each host file: `file MODE SHA256`.
+            let binaries = p
+                .layer
+                .recipe
+                .host_files
+                .iter()
+                .filter_map(|hf| {
+                    let name = hf.from.strip_prefix('@')?;
+                    let desc = p.inputs.files.get(&format!("{} → {}", hf.from, hf.to))?;
+                    Some(Binary {
+                        name: name.to_string(),
+                        path: hf.to.clone(),
+                        sha256: desc.rsplit(' ').next()?.to_string(),
+                    })
+                })
+                .collect();
             out.push(BuiltLayer {
                 name: p.layer.name.clone(),
                 key: p.key.clone(),
                 outcome,
+                binaries,
             });
         }
         out

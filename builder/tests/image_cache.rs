@@ -1,6 +1,7 @@
 //! The assembled-image cache end to end: a build from layers stores its
 //! image, an identical rebuild copies it (and writes the same bytes as the
-//! build that assembled it), anything that reaches the image misses, a
+//! build that assembled it, the SBOM included, valid by the SPDX
+//! validator), anything that reaches the image misses, a
 //! damaged entry is a miss, an output changed in place (the entry is its
 //! hard link) is noticed and assembled again, and `--no-image-cache`
 //! assembles; a new top layer is compressed into the cache while the disk
@@ -30,8 +31,27 @@ const OUTPUTS: &[&str] = &[
     "ecs.raw",
     "ecs.seed.iso",
     "ecs.manifest.json",
+    "ecs.spdx.json",
     "ecs.SHA256SUMS",
 ];
+
+/// `scripts/check-sbom`: the SBOM is valid SPDX (pyspdxtools) and lists
+/// the manifest's packages; returns its summary line.
+fn check_sbom(dir: &Path) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/check-sbom");
+    let o = std::process::Command::new(&script)
+        .arg(dir.join("ecs.spdx.json"))
+        .arg(dir.join("ecs.manifest.json"))
+        .output()
+        .expect("running scripts/check-sbom");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "check-sbom failed:\n{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out
+}
 
 fn ok(o: &Output) -> String {
     let err = stderr(o);
@@ -155,6 +175,8 @@ fn slow_identical_rebuild_copies_the_cached_image() {
     assert!(err.contains(assembled), "{err}");
     assert!(err.contains(&format!("image: stored {key}")), "{err}");
     let first = outputs(&out);
+    let summary = check_sbom(&out);
+    assert!(summary.starts_with("sbom: "), "{summary}");
     let allocated = fs::metadata(&image).unwrap().blocks();
     assert_eq!(image_rows(&cs).len(), 1, "cache ls shows the image");
 

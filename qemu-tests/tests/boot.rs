@@ -1311,3 +1311,68 @@ fn s9_extra_packages_and_sentry() {
     });
     c.finish();
 }
+
+/// The default image's SBOM (no boot): valid SPDX by the SPDX validator,
+/// the manifest's packages, and for nearly all of them the archive's
+/// download location and `.deb` sha256 (the build's indexes list what it
+/// installed), for many a licence; the agent as one of imgbuild's programs.
+#[test]
+fn i1_default_image_sbom() {
+    let Some((_, image)) = setup() else {
+        return;
+    };
+    let sbom = image.dir.join("ecs.spdx.json");
+    let o = std::process::Command::new(qemu_tests::harness::workspace().join("scripts/check-sbom"))
+        .arg(&sbom)
+        .arg(image.dir.join("ecs.manifest.json"))
+        .output()
+        .expect("running scripts/check-sbom");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "check-sbom failed:\n{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    eprintln!("{}", out.trim());
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&sbom).unwrap()).unwrap();
+    let pkgs = doc["packages"].as_array().unwrap();
+    let debs: Vec<&serde_json::Value> = pkgs
+        .iter()
+        .filter(|p| {
+            p["SPDXID"]
+                .as_str()
+                .unwrap()
+                .starts_with("SPDXRef-Package-")
+        })
+        .collect();
+    let with = |f: &dyn Fn(&serde_json::Value) -> bool| debs.iter().filter(|p| f(p)).count();
+    let located = with(&|p| {
+        p["downloadLocation"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("http://archive.ubuntu.com/ubuntu/pool/"))
+            && p["checksums"][0]["checksumValue"].as_str().is_some()
+    });
+    assert!(
+        located * 100 >= debs.len() * 95,
+        "only {located} of {} packages have the archive's location and sha256",
+        debs.len()
+    );
+    let licensed = with(&|p| p["licenseDeclared"] != "NOASSERTION");
+    assert!(
+        licensed * 100 >= debs.len() * 20,
+        "only {licensed} of {} packages have a licence",
+        debs.len()
+    );
+    let agent = pkgs.iter().find(|p| p["name"] == "ecs-firstboot");
+    let want = {
+        use sha2::Digest;
+        let progs = ok(programs(Path::new(env!("CARGO_BIN_EXE_ecs-test-report"))));
+        let bytes = std::fs::read(&progs.firstboot).unwrap();
+        format!("{:x}", sha2::Sha256::digest(&bytes))
+    };
+    assert_eq!(
+        agent.and_then(|a| a["checksums"][0]["checksumValue"].as_str()),
+        Some(want.as_str()),
+        "the agent's entry and its sha256"
+    );
+}

@@ -200,7 +200,16 @@ fn parts() -> ManifestParts {
             name: "a".into(),
             version: "1".into(),
             arch: "amd64".into(),
+            source: "a".into(),
+            source_version: "1".into(),
+            license: Some("MIT".into()),
+            download: None,
+            sha256: None,
         }],
+        os: crate::imagecache::OsInfo {
+            id: "ubuntu".into(),
+            codename: "noble".into(),
+        },
     }
 }
 

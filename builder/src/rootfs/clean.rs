@@ -1,5 +1,4 @@
-//! The tree's cleanup after a layer (caches, logs, machine identity) and
-//! the list of its installed packages.
+//! The tree's cleanup after a layer (caches, logs, machine identity).
 
 use super::*;
 
@@ -65,32 +64,4 @@ pub(super) fn cleanup_tree(root: &Path) -> anyhow::Result<()> {
         fs::write(&mid, b"").with_context(|| format!("emptying {}", mid.display()))?;
     }
     Ok(())
-}
-
-/// The packages installed in the tree at `root`, sorted by name.
-pub fn installed_packages(root: &Path) -> anyhow::Result<Vec<Package>> {
-    let admindir = root.join("var/lib/dpkg");
-    let out = cmd::run(&mut cmd::command(
-        "dpkg-query",
-        [
-            format!("--admindir={}", admindir.display()),
-            "-W".into(),
-            "-f=${db:Status-Abbrev}\t${Package}\t${Version}\t${Architecture}\n".into(),
-        ],
-    ))
-    .context("listing the tree's packages")?;
-    let mut pkgs: Vec<Package> = out
-        .text()
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split('\t').collect();
-            (f.len() == 4 && f[0].starts_with("ii")).then(|| Package {
-                name: f[1].to_string(),
-                version: f[2].to_string(),
-                arch: f[3].to_string(),
-            })
-        })
-        .collect();
-    pkgs.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(pkgs)
 }
