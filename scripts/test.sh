@@ -48,5 +48,14 @@ summary
 echo "== cargo test (workspace)"
 cargo test --workspace --release --locked
 
+echo "== the Debian package: built, installed in a scratch root, used from another directory"
+case " $IMGBUILD_TEST_DISTROS " in
+  *" ubuntu "*)
+    bash scripts/package-deb.sh
+    bash scripts/test-deb.sh
+    ;;
+  *) echo "== the Debian package: not run (its build test needs the Ubuntu archive)" ;;
+esac
+
 echo "== fuzz (bounded)"
 bash scripts/fuzz.sh "${FUZZ_SECONDS:-30}"

@@ -158,7 +158,7 @@ pub struct TreeInfo {
 /// The main command, as a list of named steps: check the inputs, resolve
 /// the layers (keys only) and look the image up in the image cache, make
 /// the image (restored from the cache, or root tree → disk → format), the
-/// seed, sums and manifest, store a new image in the cache, then move every
+/// seed, sums and manifest, the SBOM, store a new image in the cache, then move every
 /// output into place.
 pub fn run(opts: &BuildOptions) -> Result<()> {
     let progress = Progress::new(opts.verbosity);
@@ -194,6 +194,10 @@ pub fn run(opts: &BuildOptions) -> Result<()> {
                 )?;
             }
             let image_sha = sums_and_manifest(opts, &input, &work, &made)?;
+            complete_step(
+                || write_sbom(&input.outs, &work, &made, &image_sha),
+                |n| format!("SBOM: {n} packages"),
+            )?;
             // A new image goes into the image cache before it is the user's to change.
             if let Some(c) = cached.as_ref().filter(|_| !made.from_cache) {
                 imagecache::store_after_build(
@@ -399,12 +403,25 @@ fn sums_and_manifest(
     manifest_json.push(b'\n');
     seeds::atomic::write_atomic(&work.manifest, &manifest_json, 0o644)
         .context("writing the manifest")?;
+    seeds::atomic::write_atomic(&work.sums, output::sha256sums(&sums).as_bytes(), 0o644)
+        .context("writing SHA256SUMS")?;
+    Ok(image_sha)
+}
+
+/// Step: the SBOM in the work directory (see [`crate::sbom`]), from the
+/// manifest's data; returns how many packages it lists.
+fn write_sbom(outs: &Outputs, work: &WorkFiles, made: &Made, image_sha: &str) -> Result<usize> {
+    let name = outs
+        .image
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let exe_sha = std::env::current_exe()
         .ok()
         .and_then(|p| crate::cache::hash_file(&p).ok());
     let sbom = crate::sbom::document(&crate::sbom::Subject {
-        image: &name(&outs.image),
-        image_sha256: &image_sha,
+        image: &name,
+        image_sha256: image_sha,
         source_date_epoch: made.parts.disk.source_date_epoch,
         distro: &made.parts.os.id,
         codename: &made.parts.os.codename,
@@ -413,12 +430,10 @@ fn sums_and_manifest(
         imgbuild_version: crate::sbom::IMGBUILD_VERSION,
         imgbuild_sha256: exe_sha.as_deref(),
     });
-    let mut sbom_json = serde_json::to_vec_pretty(&sbom)?;
-    sbom_json.push(b'\n');
-    seeds::atomic::write_atomic(&work.sbom, &sbom_json, 0o644).context("writing the SBOM")?;
-    seeds::atomic::write_atomic(&work.sums, output::sha256sums(&sums).as_bytes(), 0o644)
-        .context("writing SHA256SUMS")?;
-    Ok(image_sha)
+    let mut json = serde_json::to_vec_pretty(&sbom)?;
+    json.push(b'\n');
+    seeds::atomic::write_atomic(&work.sbom, &json, 0o644).context("writing the SBOM")?;
+    Ok(made.parts.packages.len())
 }
 
 /// Step: every output into place, the image last, so an image never exists

@@ -88,7 +88,7 @@ pub fn complete_step<T>(
 ) -> anyhow::Result<T> {
     let start = Instant::now();
     let out = f()?;
-    tracing::info!("{} in {:.1}s", summary(&out), start.elapsed().as_secs_f64());
+    tracing::info!("{} in {:.2}s", summary(&out), start.elapsed().as_secs_f64());
     Ok(out)
 }
 
