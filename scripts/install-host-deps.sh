@@ -36,6 +36,7 @@ base_pkgs=(
   pebble              # boot tests: a local ACME server (and its DNS) the appliance gets its certificate from
   socat               # boot tests: the guest reaches the ACME server through a QEMU guestfwd, one socat per connection
   python3-dkim        # boot tests: dkimpy verifies the DKIM signature of the mail the appliance sends
+  git busybox-static  # boot tests: the application's source (a git repository served over HTTP) and its container image (a static busybox)
   python3-venv        # the SBOM tests' SPDX validator (pyspdxtools, from PyPI, in its own venv below)
   openssl             # imgbuild env check verifies the env's TLS pair; boot tests make a test CA
   zstd                # layer cache entries

@@ -1,7 +1,9 @@
 //! Outside peers of the boot tests that stand in for the internet: a local
 //! apt archive with one tiny package ([`LocalArchive`], for
 //! `appliance.extra.packages`) and a Sentry stand-in that records what it
-//! is sent ([`SentrySink`], for `appliance.sentry.dsn`).
+//! is sent ([`SentrySink`], for `appliance.sentry.dsn`), and the
+//! application's source: a git repository with a compose project and its
+//! image ([`AppSource`], for `ecs.git.*`).
 //!
 //! Each listens on the host's loopback; the guest reaches it at a fixed
 //! address through a QEMU `guestfwd` (one `socat` per connection), as
@@ -195,4 +197,213 @@ impl Drop for SentrySink {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The application's source as the guest fetches it: a git repository
+/// (`ecs.git.source`) with a compose project whose web container answers
+/// HTTP, and the container image bundled in it (`images/web.tar`, in
+/// `docker save`'s layout, made here from the host's static busybox: no
+/// registry needed). Served over git's "dumb" HTTP protocol by Python's
+/// http.server at [`APP_SOURCE_ADDR`].
+pub struct AppSource {
+    child: Child,
+    port: u16,
+    /// The commit the branch points at.
+    pub commit: String,
+}
+
+/// The application source's address as the guest sees it (port 80).
+pub const APP_SOURCE_ADDR: &str = "10.0.2.103";
+/// The branch of the test repository.
+pub const APP_BRANCH: &str = "stable";
+/// What the test application's `/` answers.
+pub const APP_INDEX: &str = "ecs-test-application";
+/// The file the test container writes into its `/data` volume.
+pub const APP_DATA_FILE: &str = "/data/ecs-storage-vault/written-by-the-container";
+
+/// The compose project: `web` prints the env it got into files it serves
+/// (`/database_url`, `/settings`, `/vault_sign`, `/domain`; `/pg`: the
+/// first byte PostgreSQL at 172.17.0.1:5432 answers to an SSLRequest,
+/// `S`, when the container reaches it) and writes into the storage vault volume.
+const APP_COMPOSE: &str = r#"# The boot tests' application: one web container (busybox httpd).
+services:
+  web:
+    image: ecs-test/web:1
+    command:
+      - /bin/busybox
+      - sh
+      - -c
+      - >-
+        /bin/busybox mkdir -p /www &&
+        echo ecs-test-application > /www/index.html &&
+        printf '%s\n' "$$DATABASE_URL" > /www/database_url &&
+        printf '%s' "$$ECS_SETTINGS" > /www/settings &&
+        printf '%s' "$$ECS_VAULT_SIGN" > /www/vault_sign &&
+        printf '%s\n' "$$ECS_DOMAIN" > /www/domain &&
+        echo written > /app/ecs-storage-vault/written-by-the-container &&
+        { printf '\000\000\000\010\004\322\026\057' |
+          /bin/busybox nc -w 5 172.17.0.1 5432 | /bin/busybox head -c 1 > /www/pg; true; } &&
+        exec /bin/busybox httpd -f -p 5000 -h /www
+    ports: ["127.0.0.1:5000:5000"]
+    env_file:
+      - /etc/ecs-appliance/application/database_url.env
+      - /etc/ecs-appliance/application/service_urls.env
+    environment: [ECS_SETTINGS, ECS_VAULT_SIGN]
+    volumes:
+      - /data/ecs-storage-vault:/app/ecs-storage-vault
+"#;
+
+impl AppSource {
+    pub fn start() -> Result<AppSource> {
+        for t in ["git", "tar", "python3", "socat"] {
+            require_tool(t)?;
+        }
+        let busybox = std::path::Path::new("/bin/busybox");
+        if !busybox.exists() {
+            bail!("/bin/busybox is missing: install busybox-static (scripts/install-host-deps.sh)");
+        }
+        let dir = artifacts()?.join("app-source");
+        let _ = fs::remove_dir_all(&dir);
+        let work = dir.join("work");
+        fs::create_dir_all(work.join("images"))?;
+        fs::write(work.join("docker-compose.yml"), APP_COMPOSE)?;
+        image_archive(busybox, &dir.join("image"), &work.join("images/web.tar"))?;
+        let git = |args: &[&str], cwd: &std::path::Path| -> Result<String> {
+            run(
+                Command::new("git")
+                    .args(["-c", "init.defaultBranch=stable"])
+                    .args(args)
+                    .current_dir(cwd)
+                    .env("GIT_CONFIG_GLOBAL", "/dev/null")
+                    .env("GIT_CONFIG_NOSYSTEM", "1")
+                    .env("GIT_AUTHOR_NAME", "imgbuild boot tests")
+                    .env("GIT_AUTHOR_EMAIL", "root@localhost")
+                    .env("GIT_COMMITTER_NAME", "imgbuild boot tests")
+                    .env("GIT_COMMITTER_EMAIL", "root@localhost")
+                    .env("GIT_AUTHOR_DATE", "2026-01-01T00:00:00Z")
+                    .env("GIT_COMMITTER_DATE", "2026-01-01T00:00:00Z"),
+                &format!("git {}", args.join(" ")),
+            )
+        };
+        git(&["init", "-q", "-b", APP_BRANCH], &work)?;
+        git(&["add", "."], &work)?;
+        git(
+            &["commit", "-q", "-m", "the boot tests' application"],
+            &work,
+        )?;
+        let commit = git(&["rev-parse", "HEAD"], &work)?.trim().to_string();
+        let srv = dir.join("srv");
+        fs::create_dir_all(&srv)?;
+        git(&["clone", "-q", "--bare", "work", "srv/ecs.git"], &dir)?;
+        git(&["update-server-info"], &srv.join("ecs.git"))?;
+        let port = free_port()?;
+        let mut child = Command::new("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1"])
+            .arg(port.to_string())
+            .arg("--directory")
+            .arg(&srv)
+            .stdout(Stdio::from(fs::File::create(dir.join("http.log"))?))
+            .stderr(Stdio::from(fs::File::create(dir.join("http.err"))?))
+            .spawn()
+            .context("starting python3 -m http.server")?;
+        wait_listening(port, &mut child, "the application source's http.server")?;
+        Ok(AppSource {
+            child,
+            port,
+            commit,
+        })
+    }
+
+    /// `ecs.git.source` for the guest.
+    pub fn url() -> String {
+        format!("http://{APP_SOURCE_ADDR}/ecs.git")
+    }
+
+    /// QEMU's `guestfwd` option for the guest to reach it.
+    pub fn guestfwd(&self) -> String {
+        forward(APP_SOURCE_ADDR, self.port)
+    }
+
+    /// The requests it served (http.server's log).
+    pub fn log(&self) -> String {
+        artifacts()
+            .ok()
+            .and_then(|d| fs::read_to_string(d.join("app-source/http.err")).ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for AppSource {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A one-layer image `ecs-test/web:1` in `docker save`'s layout
+/// (manifest.json, the config, the layer tar), with `busybox` as
+/// `/bin/busybox`: what `docker load` reads.
+fn image_archive(
+    busybox: &std::path::Path,
+    scratch: &std::path::Path,
+    out: &std::path::Path,
+) -> Result<()> {
+    use sha2::{Digest, Sha256};
+    let root = scratch.join("root");
+    fs::create_dir_all(root.join("bin"))?;
+    fs::create_dir_all(root.join("www"))?;
+    fs::copy(busybox, root.join("bin/busybox"))?;
+    let layer = scratch.join("layer.tar");
+    let tar = |args: &[&str], cwd: &std::path::Path, what: &str| -> Result<String> {
+        run(
+            Command::new("tar")
+                .args([
+                    "--owner=0",
+                    "--group=0",
+                    "--numeric-owner",
+                    "--mtime=@0",
+                    "--sort=name",
+                ])
+                .args(args)
+                .current_dir(cwd),
+            what,
+        )
+    };
+    tar(
+        &["-cf", layer.to_str().unwrap(), "bin", "www"],
+        &root,
+        "tar: the image's layer",
+    )?;
+    let layer_sha = format!("{:x}", Sha256::digest(fs::read(&layer)?));
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/busybox", "sh"], "WorkingDir": "/"},
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{layer_sha}")]},
+        "history": [{"created": "2026-01-01T00:00:00Z", "created_by": "imgbuild boot tests"}],
+    });
+    let config = serde_json::to_vec(&config)?;
+    let config_sha = format!("{:x}", Sha256::digest(&config));
+    let pack = scratch.join("pack");
+    fs::create_dir_all(pack.join(&layer_sha))?;
+    fs::rename(&layer, pack.join(&layer_sha).join("layer.tar"))?;
+    fs::write(pack.join(format!("{config_sha}.json")), &config)?;
+    let manifest = serde_json::json!([{
+        "Config": format!("{config_sha}.json"),
+        "RepoTags": ["ecs-test/web:1"],
+        "Layers": [format!("{layer_sha}/layer.tar")],
+    }]);
+    fs::write(pack.join("manifest.json"), serde_json::to_vec(&manifest)?)?;
+    tar(
+        &[
+            "-cf",
+            out.to_str().unwrap(),
+            "manifest.json",
+            &format!("{config_sha}.json"),
+            &layer_sha,
+        ],
+        &pack,
+        "tar: the image archive",
+    )?;
+    Ok(())
 }

@@ -1312,6 +1312,205 @@ fn s9_extra_packages_and_sentry() {
     c.finish();
 }
 
+/// The application's containers (layer 65-application), one boot: the
+/// source from a local git repository (`ecs.git.source`, dumb HTTP, pinned
+/// by `ecs.git.commitid`) with its image bundled (docker load, no
+/// registry), compose up, nginx proxies `/` to the web container, which
+/// got the env (ECS_SETTINGS, a DATABASE_URL that logs in to the env's
+/// database as app, the domain) and the `/data` volume; docker's data on
+/// `/volatile/docker`; no password on the console or in the journal. Then
+/// the web container is killed: `/run/appliance-failed` names it and the
+/// HTTPS page is the failure page.
+#[test]
+fn s10_application_containers() {
+    use qemu_tests::peers::{AppSource, APP_BRANCH, APP_DATA_FILE, APP_INDEX};
+    let _one = serial();
+    let Some((progs, image)) = setup() else {
+        return;
+    };
+    let name = "s10-application";
+    let source = ok(AppSource::start());
+    let env = env_ignore_storage().replace(
+        "ecs:\n",
+        &format!(
+            "ecs:\n  git:\n    source: {}\n    branch: {APP_BRANCH}\n    commitid: {}\n",
+            AppSource::url(),
+            source.commit
+        ),
+    );
+    let (_env_path, iso) = ok(seed(progs, name, &env));
+    let disk = ok(overlay(&image.qcow2, &disks_dir(name), "vda.qcow2", "8G"));
+    let mut spec = BootSpec::new(name, Firmware::Uefi, vec![disk], Some(iso));
+    spec.netdev_extra.push(source.guestfwd());
+    let root = |command: String| SshProbe {
+        user: "root".into(),
+        key: Some(test_ssh_key()),
+        command,
+    };
+    spec.ssh = vec![
+        root(format!(
+            "url=$(curl -s http://127.0.0.1:5000/database_url); \
+             pw=$(cat /data/appliance/database.password); \
+             echo \"head=$(git -C /app/ecs rev-parse HEAD)\"; \
+             echo \"compose=$(cmp -s /app/ecs/docker-compose.yml /app/etc/ecs/docker-compose.yml && echo same)\"; \
+             echo \"envfile=$(stat -c '%a %U' /etc/ecs-appliance/application/database_url.env)\"; \
+             echo \"volume=$(cat {APP_DATA_FILE})\"; \
+             echo \"dockerroot=$(docker info -f '{{{{.DockerRootDir}}}}')\"; \
+             echo \"watcher=$(systemctl is-active appliance-containers.service)\"; \
+             echo \"url=$(printf '%s' \"$url\" | sed \"s/$pw/PASSWORD/\")\"; \
+             echo \"pwlen=${{#pw}}\"; echo \"pw=$pw\"; \
+             echo \"domain=$(curl -s http://127.0.0.1:5000/domain)\"; \
+             echo \"vault=$(curl -s http://127.0.0.1:5000/vault_sign)\"; \
+             echo \"settings=$(curl -sk --resolve {TEST_DOMAIN}:443:127.0.0.1 https://{TEST_DOMAIN}/settings | tr '\\n' '|')\"; \
+             psql() {{ /usr/lib/postgresql/*/bin/psql \"$1\" -XtAc 'select current_user || chr(47) || current_database()' 2>&1 | tr '\\n' ' ' | sed 's/ $//'; }}; \
+             echo \"login=$(psql \"$(printf '%s' \"$url\" | sed 's/@172.17.0.1:/@127.0.0.1:/')\")\"; \
+             echo \"lan=$(psql \"$url\")\"; \
+             echo \"pg=$(curl -s http://127.0.0.1:5000/pg)\"; \
+             echo \"journal=$(journalctl -b -o cat | grep -cF \"$pw\")\""
+        )),
+        root(
+            "docker kill $(docker ps -q --filter label=com.docker.compose.service=web) >/dev/null; \
+             for i in $(seq 90); do \
+               code=$(curl -sk -o /dev/null -w '%{http_code}' https://127.0.0.1/); \
+               [ -e /run/appliance-failed ] && [ \"$code\" = 503 ] && \
+                 curl -sk https://127.0.0.1/ | grep -q 'exited with code' && break; \
+               sleep 1; done; \
+             echo \"failed=$(cat /run/appliance-failed)\"; \
+             echo \"status=$code\"; \
+             echo \"page=$(curl -sk https://127.0.0.1/ | grep -o 'container [^ ]* exited with code [0-9]*' | head -n 1)\""
+                .into(),
+        ),
+    ];
+    let o = ok(boot(&spec));
+    record_timing(&o);
+    let r = o.report();
+    let mut c = Checks::new(&o);
+    c.check(!r.files.contains_key("/run/appliance-failed"), || {
+        format!(
+            "/run/appliance-failed before the container was killed: {:?}",
+            r.files["/run/appliance-failed"].content
+        )
+    });
+    c.eq(
+        r.units
+            .get("appliance.service")
+            .map(|u| u.active_state.as_str()),
+        Some("active"),
+        "appliance.service state",
+    );
+    c.eq(
+        o.https.as_ref().ok().cloned(),
+        Some((200, format!("{APP_INDEX}\n"))),
+        "https://DOMAIN/: the application's web container through nginx",
+    );
+    c.check(source.log().contains("ecs.git/info/refs"), || {
+        format!("the guest did not fetch the source: {}", source.log())
+    });
+    let facts = |i: usize| -> std::collections::BTreeMap<String, String> {
+        o.ssh
+            .get(i)
+            .map(|r| {
+                r.stdout
+                    .lines()
+                    .filter_map(|l| l.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let f = facts(0);
+    let get = |k: &str| f.get(k).map(String::as_str).unwrap_or("");
+    c.eq(
+        get("head"),
+        source.commit.as_str(),
+        "/app/ecs's HEAD (ecs.git.commitid)",
+    );
+    c.eq(
+        get("compose"),
+        "same",
+        "/app/etc/ecs/docker-compose.yml is the source's",
+    );
+    c.eq(
+        get("envfile"),
+        "600 root",
+        "database_url.env mode and owner",
+    );
+    c.eq(
+        get("volume"),
+        "written",
+        "the container's file in /data/ecs-storage-vault",
+    );
+    c.eq(get("dockerroot"), "/volatile/docker", "docker's data root");
+    c.eq(get("watcher"), "active", "appliance-containers.service");
+    c.eq(
+        get("url"),
+        format!("postgres://app:PASSWORD@172.17.0.1:5432/{TEST_DATABASE}").as_str(),
+        "the container's DATABASE_URL",
+    );
+    c.eq(get("pwlen"), "40", "the database password's length");
+    c.eq(get("domain"), TEST_DOMAIN, "the container's ECS_DOMAIN");
+    c.eq(
+        get("vault"),
+        "placeholder-vault-sign",
+        "the container's ECS_VAULT_SIGN",
+    );
+    c.eq(
+        get("settings"),
+        format!("DOMAIN = '{TEST_DOMAIN}'").as_str(),
+        "the container's ECS_SETTINGS, through nginx",
+    );
+    c.eq(
+        get("login"),
+        format!("app/{TEST_DATABASE}").as_str(),
+        "a login with the DATABASE_URL's role and password (on 127.0.0.1)",
+    );
+    c.check(get("lan").contains("no pg_hba.conf entry for host"), || {
+        format!(
+            "a login from the machine's own address (not a container network) is not refused: {:?}",
+            get("lan")
+        )
+    });
+    c.eq(
+        get("pg"),
+        "S",
+        "PostgreSQL's answer at 172.17.0.1:5432 from the container",
+    );
+    c.eq(
+        get("journal"),
+        "0",
+        "journal lines with the database password",
+    );
+    let pw = get("pw");
+    c.check(!pw.is_empty() && !o.console.contains(pw), || {
+        "the console shows the database password (or the probe read none)".into()
+    });
+    let f = facts(1);
+    let get = |k: &str| f.get(k).map(String::as_str).unwrap_or("");
+    c.check(
+        get("failed").starts_with("appliance.service: the application's container ")
+            && get("failed").ends_with("exited with code 137"),
+        || {
+            format!(
+                "/run/appliance-failed after the kill: {:?} ({:?})",
+                get("failed"),
+                o.ssh.get(1)
+            )
+        },
+    );
+    c.eq(
+        get("status"),
+        "503",
+        "HTTPS status after the container died",
+    );
+    c.check(get("page").ends_with("exited with code 137"), || {
+        format!(
+            "the failure page does not name the container: {:?}",
+            get("page")
+        )
+    });
+    c.finish();
+}
+
 /// The default image's SBOM (no boot): valid SPDX by the SPDX validator,
 /// the manifest's packages, and for nearly all of them the archive's
 /// download location and `.deb` sha256 (the build's indexes list what it

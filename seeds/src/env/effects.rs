@@ -117,16 +117,19 @@ pub const EFFECTS: &[(&str, Effect)] = &[
         "appliance.storage.volatile",
         Effect::Applied("ecs-firstboot"),
     ),
-    ("ecs.settings", Effect::None),
-    ("ecs.vault_encrypt", Effect::None),
-    ("ecs.vault_sign", Effect::None),
-    ("ecs.git.branch", Effect::None),
-    ("ecs.git.source", Effect::None),
-    ("ecs.git.commitid", Effect::None),
+    ("ecs.settings", Effect::Applied("appliance.service")),
+    ("ecs.vault_encrypt", Effect::Applied("appliance.service")),
+    ("ecs.vault_sign", Effect::Applied("appliance.service")),
+    ("ecs.git.branch", Effect::Applied("appliance.service")),
+    ("ecs.git.source", Effect::Applied("appliance.service")),
+    ("ecs.git.commitid", Effect::Applied("appliance.service")),
     ("ecs.docs.git.source", Effect::None),
     ("ecs.docs.git.branch", Effect::None),
     ("ecs.database", Effect::Applied("appliance.service")),
-    ("ecs.userswitcher.enabled", Effect::None),
+    (
+        "ecs.userswitcher.enabled",
+        Effect::Applied("appliance.service"),
+    ),
 ];
 
 /// The effect of a key of the reference (`None` for a path not in it).

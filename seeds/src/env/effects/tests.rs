@@ -229,7 +229,7 @@ fn every_key_without_effect_is_reported_by_name_and_nothing_else() {
 
 #[test]
 fn only_keys_the_env_sets_are_reported() {
-    let src = "#cloud-config\nruncmd: [echo hi]\npackages: [htop]\nappliance:\n  domain: ecs.example.org\n  standby: true\n  backup: {url: ~, options: '-v'}\n  dkim:\necs:\n  settings: x\n  vault_encrypt: x\n  vault_sign: x\n  git: {commitid: ''}\n";
+    let src = "#cloud-config\nruncmd: [echo hi]\npackages: [htop]\nappliance:\n  domain: ecs.example.org\n  standby: true\n  backup: {url: ~, options: '-v'}\n  dkim:\necs:\n  settings: x\n  vault_encrypt: x\n  vault_sign: x\n  git: {commitid: ''}\n  docs: {git: {branch: x}}\n";
     let env = Env::parse(src.as_bytes(), "env.yml").unwrap();
     let paths: Vec<String> = env
         .no_effect_warnings()
@@ -241,15 +241,6 @@ fn only_keys_the_env_sets_are_reported() {
                 .to_string()
         })
         .collect();
-    assert_eq!(
-        paths,
-        [
-            "appliance.backup.options",
-            "ecs.settings",
-            "ecs.vault_encrypt",
-            "ecs.vault_sign",
-            "ecs.git.commitid",
-        ]
-    );
+    assert_eq!(paths, ["appliance.backup.options", "ecs.docs.git.branch",]);
     assert!(env.warnings.is_empty(), "{:?}", env.warnings);
 }
