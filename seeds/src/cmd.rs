@@ -33,6 +33,12 @@ pub enum CmdError {
         /// Last lines of stderr (or stdout when stderr was empty).
         tail: String,
     },
+    /// [`run_quiet`]: the program ran longer than allowed and was killed.
+    #[error("running {cmdline}: no answer within {secs:.1} s; killed")]
+    TimedOut { cmdline: String, secs: f64 },
+    /// [`run_quiet`]: the program printed more than allowed.
+    #[error("running {cmdline}: output larger than {limit} bytes; killed")]
+    TooLarge { cmdline: String, limit: usize },
 }
 
 fn tail_suffix(tail: &str) -> String {
@@ -202,6 +208,70 @@ pub fn run_streaming(cmd: &mut Command, on_line: &mut dyn FnMut(&str)) -> Result
             status,
             tail: Vec::from(tail).join("\n"),
         })
+    }
+}
+
+/// Runs `cmd` for output that may be a secret: stdout is read up to
+/// `limit` bytes (more kills the program), stderr is discarded, and the
+/// program is killed after `timeout`. Unlike [`run`], no error carries any
+/// of the program's output.
+pub fn run_quiet(
+    cmd: &mut Command,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<(ExitStatus, Vec<u8>), CmdError> {
+    use std::io::Read;
+    let cmdline = display_cmdline(cmd);
+    tracing_log(&cmdline);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().map_err(|source| CmdError::Spawn {
+        cmdline: cmdline.clone(),
+        program: cmd.get_program().to_string_lossy().into_owned(),
+        source,
+    })?;
+    let mut out = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let r = (&mut out).take(limit as u64 + 1).read_to_end(&mut buf);
+        let _ = tx.send(r.map(|_| buf));
+    });
+    let got = rx.recv_timeout(timeout);
+    let kill = |child: &mut std::process::Child| {
+        let _ = child.kill();
+        let _ = child.wait();
+    };
+    match got {
+        Ok(Ok(buf)) if buf.len() > limit => {
+            kill(&mut child);
+            Err(CmdError::TooLarge { cmdline, limit })
+        }
+        Ok(Ok(buf)) => {
+            // stdout is closed: the program is exiting.
+            let status = child.wait().map_err(|source| CmdError::Spawn {
+                cmdline: cmdline.clone(),
+                program: cmd.get_program().to_string_lossy().into_owned(),
+                source,
+            })?;
+            Ok((status, buf))
+        }
+        Ok(Err(source)) => {
+            kill(&mut child);
+            Err(CmdError::Spawn {
+                cmdline,
+                program: cmd.get_program().to_string_lossy().into_owned(),
+                source,
+            })
+        }
+        Err(_) => {
+            kill(&mut child);
+            Err(CmdError::TimedOut {
+                cmdline,
+                secs: timeout.as_secs_f64(),
+            })
+        }
     }
 }
 
