@@ -10,7 +10,9 @@
 //! it is read), and no error message quotes the body (user-data may hold
 //! secrets). A failure to reach the service at all (no route, refused,
 //! silent) is an [`Unreachable`] error, so the caller asks no other path of
-//! the same host.
+//! the same host. No route at all (the network not configured yet: the
+//! agent starts before DHCP may be done) is tried again every 250 ms until
+//! the deadline.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -22,6 +24,18 @@ use anyhow::{anyhow, bail, Context, Result};
 /// The largest answer read (headers and body): an env's limit plus room
 /// for base64 (4/3) and the headers.
 pub const MAX_ANSWER: usize = seeds::yaml::MAX_BYTES / 3 * 4 + 65536;
+
+/// How long to wait before connecting again when there is no route.
+const RETRY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// A connect error that a network still coming up gives: no route to the
+/// network or host, or no address of ours to send from yet.
+fn no_route_yet(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENETUNREACH | libc::EHOSTUNREACH | libc::EADDRNOTAVAIL)
+    )
+}
 
 /// The service did not answer at all (no connection, or silence until the
 /// deadline).
@@ -90,8 +104,17 @@ pub fn send(r: &Request, deadline: Instant) -> Result<Response> {
             .filter(|d| !d.is_zero())
             .ok_or_else(|| anyhow!(Unreachable("timed out".into())))
     };
-    let mut conn = TcpStream::connect_timeout(&addr, left()?)
-        .map_err(|e| anyhow!(Unreachable(format!("connecting: {e}"))))?;
+    // No route yet (DHCP still running: the agent starts early) is asked
+    // again until the deadline; a refusal is final.
+    let mut conn = loop {
+        match TcpStream::connect_timeout(&addr, left()?) {
+            Ok(c) => break c,
+            Err(e) if no_route_yet(&e) && left().is_ok_and(|d| d > RETRY) => {
+                std::thread::sleep(RETRY)
+            }
+            Err(e) => bail!(Unreachable(format!("connecting: {e}"))),
+        }
+    };
     conn.set_write_timeout(Some(left()?))?;
     let mut req = format!("{} {path} HTTP/1.0\r\nHost: {authority}\r\n", r.method);
     for (k, v) in r.headers {
@@ -281,5 +304,65 @@ impl Response {
             404 => Ok(None),
             s => bail!("HTTP status {s}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_missing_route_is_tried_again() {
+        let e = |n| io::Error::from_raw_os_error(n);
+        assert!(no_route_yet(&e(libc::ENETUNREACH)));
+        assert!(no_route_yet(&e(libc::EHOSTUNREACH)));
+        assert!(!no_route_yet(&e(libc::ECONNREFUSED)));
+        assert!(!no_route_yet(&io::Error::from(io::ErrorKind::TimedOut)));
+    }
+
+    #[test]
+    fn no_route_waits_for_the_deadline() {
+        // In a network namespace of its own only `lo` exists, and it is
+        // down: every address is unreachable, as before DHCP.
+        if !crate::testutil::root_or_skip("a network namespace") {
+            return;
+        }
+        let me = std::env::current_exe().unwrap();
+        let out = std::process::Command::new("unshare")
+            .args(["-n", "--"])
+            .arg(me)
+            .args([
+                "--exact",
+                "discover::http::tests::inner_no_route",
+                "--include-ignored",
+                "--nocapture",
+            ])
+            .output()
+            .expect("unshare (util-linux) runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("NO-ROUTE-OK"),
+            "{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    #[ignore = "run inside a network namespace by no_route_waits_for_the_deadline"]
+    fn inner_no_route() {
+        let t = Instant::now();
+        let e = get(
+            "http://169.254.169.254/x",
+            &[],
+            t + std::time::Duration::from_millis(1500),
+        )
+        .unwrap_err();
+        let took = t.elapsed();
+        assert!(is_unreachable(&e), "{e:#}");
+        assert!(
+            took >= std::time::Duration::from_millis(1200),
+            "gave up after {took:?}: {e:#}"
+        );
+        println!("NO-ROUTE-OK {took:?} {e:#}");
     }
 }
