@@ -312,6 +312,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn run_quiet_bounds_output_and_time_and_never_shows_output() {
+        use std::time::{Duration, Instant};
+        let secs = Duration::from_secs(5);
+        let (st, out) = run_quiet(
+            &mut command("sh", ["-c", "echo SECRET; echo ERR-SECRET >&2"]),
+            64,
+            secs,
+        )
+        .unwrap();
+        assert!(st.success());
+        assert_eq!(out, b"SECRET\n");
+        let (st, _) =
+            run_quiet(&mut command("sh", ["-c", "echo SECRET; exit 1"]), 64, secs).unwrap();
+        assert_eq!(st.code(), Some(1));
+        let e = run_quiet(&mut command("sh", ["-c", "yes SECRET"]), 4096, secs).unwrap_err();
+        assert!(matches!(e, CmdError::TooLarge { limit: 4096, .. }), "{e}");
+        assert!(!e.to_string().contains("SECRET\n"), "{e}");
+        let t = Instant::now();
+        let e = run_quiet(
+            &mut command("sh", ["-c", "echo SECRET; exec sleep 30"]),
+            64,
+            Duration::from_millis(300),
+        )
+        .unwrap_err();
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        assert_eq!(
+            e.to_string(),
+            "running sh -c 'echo SECRET; exec sleep 30': no answer within 0.3 s; killed"
+        );
+    }
+
+    #[test]
     fn success_captures_stdout() {
         let out = run(&mut command("sh", ["-c", "echo hello"])).unwrap();
         assert_eq!(out.text(), "hello\n");
