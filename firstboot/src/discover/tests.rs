@@ -629,8 +629,8 @@ type Route = fn(&str) -> Option<(u16, Vec<u8>)>;
 pub(super) enum Reply {
     /// Status, `Content-Type` (none: no header), body.
     Answer(u16, Option<&'static str>, Vec<u8>),
-    /// Headers promising `n` bytes, then `n` bytes of `x` in 64 KiB
-    /// pieces, as long as the client reads.
+    /// Headers promising `n` bytes (`usize::MAX`: no `Content-Length`),
+    /// then `x`s in 64 KiB pieces, as long as the client reads.
     Endless(u16, usize),
     /// The headers, then silence.
     Stall,
@@ -703,8 +703,13 @@ impl Server {
                             let _ = conn.write_all(&body);
                         }
                         Reply::Endless(status, n) => {
-                            let _ =
-                                write!(conn, "HTTP/1.0 {status} X\r\nContent-Length: {n}\r\n\r\n");
+                            // n == usize::MAX: no Content-Length at all.
+                            let cl = if n == usize::MAX {
+                                String::new()
+                            } else {
+                                format!("Content-Length: {n}\r\n")
+                            };
+                            let _ = write!(conn, "HTTP/1.0 {status} X\r\n{cl}\r\n");
                             let piece = vec![b'x'; 65536];
                             let mut sent = 0;
                             while sent < n {

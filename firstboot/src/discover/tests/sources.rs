@@ -296,6 +296,43 @@ fn azure_failures_name_the_problem_not_the_data() {
     s.urls = Urls::all(&refusing.base);
     let msg = format!("{:#}", find(&s).unwrap_err());
     assert!(msg.contains("HTTP status 400"), "{msg}");
+    // IMDS failing like any service: 404, silence, an HTML page, a body
+    // beyond the limit, JSON under another content type.
+    s.timeout = Duration::from_millis(600);
+    let fails: [(fn(&str) -> Reply, &str); 5] = [
+        (
+            |_| Reply::Answer(404, Some("text/plain"), Vec::new()),
+            "(no user-data)",
+        ),
+        (|_| Reply::Silence, "timed out"),
+        (
+            |_| Reply::Answer(200, Some("text/html"), b"<p>TOP-SECRET-42</p>".to_vec()),
+            "text/html",
+        ),
+        (|_| Reply::Endless(200, usize::MAX), "larger than"),
+        (
+            |req| {
+                if req.contains("/userData?") {
+                    Reply::Answer(200, Some("text/plain"), b"eA==".to_vec())
+                } else {
+                    Reply::Answer(200, Some("text/plain"), b"{\"osProfile\":{}}".to_vec())
+                }
+            },
+            "IMDS compute: answer has Content-Type \"text/plain\", not application/json",
+        ),
+    ];
+    for (reply, want) in fails {
+        let srv = Server::with(reply);
+        s.urls = Urls::all(&srv.base);
+        let t = Instant::now();
+        let msg = format!("{:#}", find(&s).unwrap_err());
+        assert!(
+            msg.contains(want) && !msg.contains("TOP-SECRET"),
+            "{want:?}: {msg}"
+        );
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    }
+    s.timeout = METADATA_TIMEOUT;
     // A goal state whose ids are not ids is refused before any POST.
     let evil = Server::with(|req| {
         if req.starts_with("GET /machine/") {
@@ -515,6 +552,11 @@ fn each_source_fails_like_its_service() {
             "larger than",
         ),
         ("endless", |_| Reply::Endless(200, 1 << 40), "larger than"),
+        (
+            "endless without length",
+            |_| Reply::Endless(200, usize::MAX),
+            "larger than",
+        ),
         (
             "server error",
             |_| Reply::Answer(500, Some("text/plain"), b"TOP-SECRET-42".to_vec()),
