@@ -299,7 +299,8 @@ fn azure_failures_name_the_problem_not_the_data() {
     // IMDS failing like any service: 404, silence, an HTML page, a body
     // beyond the limit, JSON under another content type.
     s.timeout = Duration::from_millis(600);
-    let fails: [(fn(&str) -> Reply, &str); 5] = [
+    type ImdsFail = (fn(&str) -> Reply, &'static str);
+    let fails: [ImdsFail; 5] = [
         (
             |_| Reply::Answer(404, Some("text/plain"), Vec::new()),
             "(no user-data)",
