@@ -345,6 +345,9 @@ mod tests {
             "{text}\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        for l in text.lines().filter(|l| l.starts_with("no network")) {
+            eprintln!("{l}");
+        }
     }
 
     #[test]
@@ -364,5 +367,21 @@ mod tests {
             "gave up after {took:?}: {e:#}"
         );
         println!("NO-ROUTE-OK {took:?} {e:#}");
+
+        // The whole metadata phase with the real addresses on a machine
+        // without a network: EC2 waits its 3 s for a route, OpenStack on
+        // the same host is not asked, GCE's name does not resolve.
+        let root = tempfile::tempdir().unwrap();
+        let mut s = crate::discover::Sources::under(root.path());
+        s.urls = crate::discover::Urls::real();
+        let t = Instant::now();
+        let msg = format!("{:#}", crate::discover::find(&s).unwrap_err());
+        let took = t.elapsed();
+        println!(
+            "no network, real addresses: {:.2} s: {msg}",
+            took.as_secs_f64()
+        );
+        assert!(took < std::time::Duration::from_secs(10), "{took:?}: {msg}");
+        assert!(msg.contains("openstack metadata (not asked:"), "{msg}");
     }
 }
