@@ -307,7 +307,16 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
             Some(p) => Some(p.probe(&spec.name)?),
             None => None,
         };
-        let qga_ping = qga_ping(&qga_socket).map_err(|e| format!("{e:#}"));
+        // Only where the agent runs (not in images without layer 60).
+        let qga_running = report
+            .units
+            .get("qemu-guest-agent.service")
+            .is_some_and(|u| u.active_state == "active");
+        let qga_ping = if qga_running {
+            qga_ping(&qga_socket).map_err(|e| format!("{e:#}"))
+        } else {
+            Err("qemu-guest-agent.service is not active".into())
+        };
         let mut ssh = Vec::new();
         for p in &spec.ssh {
             ssh.push(ssh_probe(ssh_port, &known_hosts, p)?);
