@@ -40,7 +40,7 @@ fn b64(data: &[u8]) -> String {
 }
 
 /// IMDS and the wire server on one loopback port; records request lines.
-fn server() -> (String, Arc<Mutex<Vec<String>>>) {
+fn server(user_data: bool) -> (String, Arc<Mutex<Vec<String>>>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}", l.local_addr().unwrap());
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -58,16 +58,25 @@ fn server() -> (String, Arc<Mutex<Vec<String>>>) {
             }
             let text = String::from_utf8_lossy(&req).into_owned();
             let line = text.lines().next().unwrap_or_default().to_string();
-            if line.starts_with("POST") {
-                // The body follows the head.
-                let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(2)));
-                let _ = conn.read(&mut b);
+            // The body (the health report) follows the head.
+            let head_end = text.find("\r\n\r\n").map_or(req.len(), |i| i + 4);
+            let declared = text
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .and_then(|n| n.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            while req.len() < head_end + declared {
+                match conn.read(&mut b) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&b[..n]),
+                }
             }
             rec.lock().unwrap().push(line.clone());
             let meta = text.contains("\r\nMetadata: true\r\n");
             let (status, ctype, body) = if line
                 .starts_with("GET /metadata/instance/compute/userData?")
                 && meta
+                && user_data
             {
                 (200, "text/plain", b64(ENV.as_bytes()))
             } else if line.starts_with("GET /metadata/instance/compute?") && meta {
@@ -138,15 +147,8 @@ fn azure_env_keys_host_name_and_ready_through_metadata_url() {
     )
     .unwrap();
 
-    let (base, seen) = server();
-    let out = Command::new(env!("CARGO_BIN_EXE_ecs-firstboot"))
-        .arg("--root")
-        .arg(root)
-        .arg("--metadata-url")
-        .arg(&base)
-        .env_remove("ENV_YML")
-        .output()
-        .unwrap();
+    let (base, seen) = server(true);
+    let out = agent(root, &base);
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
@@ -203,4 +205,42 @@ fn azure_env_keys_host_name_and_ready_through_metadata_url() {
         pos("POST /machine?comp=health "),
     );
     assert!(g.is_some() && h.is_some() && g < h, "{lines:?}");
+
+    // No user-data anywhere: the boot fails, and Azure still hears that
+    // the machine is up (else it marks the VM failed and nobody can log in
+    // to see why).
+    fs::remove_file(root.join("run/ecs-firstboot.ready")).unwrap();
+    let (base, seen) = server(false);
+    let out = agent(root, &base);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no env found") && stderr.contains("azure metadata"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("reported ready to the wire server"),
+        "{stderr}"
+    );
+    let lines = seen.lock().unwrap().clone();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("POST /machine?comp=health ")),
+        "{lines:?}"
+    );
+    assert!(fs::read_to_string(root.join("run/appliance-failed"))
+        .unwrap()
+        .contains("no env found"));
+}
+
+fn agent(root: &std::path::Path, base: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ecs-firstboot"))
+        .arg("--root")
+        .arg(root)
+        .arg("--metadata-url")
+        .arg(base)
+        .env_remove("ENV_YML")
+        .output()
+        .unwrap()
 }
