@@ -166,8 +166,29 @@ impl Agent<'_> {
 
     fn env_step(&self, log: &mut Log) -> Result<Env> {
         let t = Timer::start();
-        let found = discover::find(&self.sources)?;
+        let found = discover::find(&self.sources);
+        match discover::azure_ready(&self.sources) {
+            Some(Ok(inc)) => log.note(
+                "env",
+                &format!("azure: reported ready to the wire server (incarnation {inc})"),
+            ),
+            Some(Err(e)) => log.note("env", &format!("warning: azure ready report: {e:#}")),
+            None => {}
+        }
+        let found = found?;
         log.field("env", found.kind.userdata_type());
+        let p = &found.provisioned;
+        if p.hostname.is_some() || !p.ssh_keys.is_empty() {
+            log.note(
+                "env",
+                &format!(
+                    "{}: {} ssh key(s) added; platform host name {} (the host name stays the domain)",
+                    found.kind,
+                    p.ssh_keys.len(),
+                    p.hostname.as_deref().unwrap_or("none")
+                ),
+            );
+        }
         let env = found.validate()?;
         for w in &found.warnings {
             log.note("env", &format!("warning: {w}"));

@@ -7,10 +7,23 @@
 //! 2. `/app/env.yml` — both `USERDATA_TYPE: local`;
 //! 3. a volume labelled `cidata`/`CIDATA` (ISO9660 or vfat) → `user-data`;
 //! 4. a volume labelled `config-2` → `openstack/latest/user_data`;
-//! 5. only when nothing local was found: the EC2 metadata service
-//!    (`/latest/user-data`, with an IMDSv2 token when the service hands one
-//!    out), then GCE's (`/computeMetadata/v1/instance/attributes/user-data`
-//!    with `Metadata-Flavor: Google`), each within [`Sources::timeout`].
+//! 5. only when nothing local was found: the platform from DMI
+//!    ([`platform`]), then its metadata source, or on a platform not
+//!    recognised EC2's, OpenStack's and GCE's services, in that order
+//!    ([`platform::Platform::sources`]): each within [`Sources::timeout`],
+//!    all within [`Sources::total`]; a host that did not answer one source
+//!    is not asked for the next (EC2 and OpenStack share 169.254.169.254).
+//!    The sources, one module each: [`ec2`], [`gce`], [`openstack`],
+//!    [`azure`] (with its ready report, [`azure_ready`]), [`vmware`],
+//!    [`hetzner`], [`digitalocean`], [`oracle`]; their HTTP is [`http`],
+//!    their decoding [`text`].
+//!
+//! What a platform's provisioning data carries besides the env (Azure's
+//! host name and admin keys, [`Provisioned`]) is merged into the env
+//! [`Found::validate`] returns: the keys are added to
+//! `ssh_authorized_keys`; the host name stays the env's domain (the name
+//! TLS, nginx and mail use) and the platform's is recorded as
+//! `PLATFORM_HOSTNAME` in `/run/active-env.yml`.
 //!
 //! Volumes are read in process by [`seeds::seed`], never mounted: every block
 //! device listed in `/sys/class/block` (disks and partitions; loop, ram and
@@ -27,20 +40,16 @@
 //! and atomically, and only when their content or mode differs, so a boot
 //! with nothing to do writes nothing.
 //!
-//! HTTP: the metadata services are plain `http://` on a link-local address,
-//! one GET (or the token PUT) per connection; no TLS, redirects, keep-alive
-//! or chunking is needed. A few dozen lines over [`std::net::TcpStream`]
-//! with one deadline over name resolution, connect, send and receive do it,
-//! which a general client crate would not do without a runtime or a
-//! resolver of its own, and they add no dependency to the image.
+//! Everything fetched is hostile input: bounded in size ([`http`], the
+//! seed reader's limits), and no message quotes it (user-data may hold
+//! secrets).
 //!
 //! Every path is under [`Sources::root`] and the base URLs are fields, so
 //! tests run the real code on a temporary tree and a loopback server.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -50,12 +59,31 @@ use seeds::env::Env;
 
 use crate::safefs::{self, Dir};
 
+pub mod azure;
+pub mod digitalocean;
+pub mod ec2;
+pub mod gce;
+pub mod hetzner;
+pub mod http;
+pub mod openstack;
+pub mod oracle;
+pub mod platform;
+pub mod text;
+pub mod vmware;
+
+use platform::{Dmi, Platform};
+
+/// The link-local metadata address of EC2, OpenStack, Azure, Hetzner,
+/// DigitalOcean and Oracle.
+pub const LINK_LOCAL_BASE: &str = "http://169.254.169.254";
 /// The EC2 metadata service.
-pub const EC2_BASE: &str = "http://169.254.169.254";
+pub const EC2_BASE: &str = LINK_LOCAL_BASE;
 /// The GCE metadata service.
 pub const GCE_BASE: &str = "http://metadata.google.internal";
-/// How long each metadata service may take.
+/// How long each metadata source may take.
 pub const METADATA_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long all metadata sources together may take.
+pub const METADATA_TOTAL: Duration = Duration::from_secs(8);
 
 /// Where an env came from; its `USERDATA_TYPE`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +94,13 @@ pub enum Kind {
     Config2,
     Ec2,
     Gce,
+    Azure,
+    /// OpenStack's metadata service over HTTP (the drive is `Config2`).
+    OpenStack,
+    Vmware,
+    Hetzner,
+    DigitalOcean,
+    Oracle,
 }
 
 impl Kind {
@@ -77,6 +112,12 @@ impl Kind {
             Kind::Config2 => "config-2",
             Kind::Ec2 => "ec2",
             Kind::Gce => "gce",
+            Kind::Azure => "azure",
+            Kind::OpenStack => "openstack",
+            Kind::Vmware => "vmware",
+            Kind::Hetzner => "hetzner",
+            Kind::DigitalOcean => "digitalocean",
+            Kind::Oracle => "oracle",
         }
     }
 }
@@ -87,6 +128,66 @@ impl fmt::Display for Kind {
     }
 }
 
+/// The base URL of each HTTP metadata source; `None`: not asked.
+#[derive(Clone, Debug, Default)]
+pub struct Urls {
+    pub ec2: Option<String>,
+    pub gce: Option<String>,
+    pub openstack: Option<String>,
+    pub azure: Option<String>,
+    pub hetzner: Option<String>,
+    pub digitalocean: Option<String>,
+    pub oracle: Option<String>,
+    /// Azure's wire server; `None` with `azure` set: DHCP option 245 or
+    /// the fixed address ([`azure::wire_server`]).
+    pub wire: Option<String>,
+}
+
+impl Urls {
+    /// The real services.
+    pub fn real() -> Urls {
+        let ll = || Some(LINK_LOCAL_BASE.to_string());
+        Urls {
+            ec2: ll(),
+            gce: Some(GCE_BASE.to_string()),
+            openstack: ll(),
+            azure: ll(),
+            hetzner: ll(),
+            digitalocean: ll(),
+            oracle: ll(),
+            wire: None,
+        }
+    }
+
+    /// Every source (the wire server too) at one base URL (`--metadata-url`).
+    pub fn all(base: &str) -> Urls {
+        let b = || Some(base.to_string());
+        Urls {
+            ec2: b(),
+            gce: b(),
+            openstack: b(),
+            azure: b(),
+            hetzner: b(),
+            digitalocean: b(),
+            oracle: b(),
+            wire: b(),
+        }
+    }
+
+    fn of(&self, kind: Kind) -> Option<&String> {
+        match kind {
+            Kind::Ec2 => self.ec2.as_ref(),
+            Kind::Gce => self.gce.as_ref(),
+            Kind::OpenStack => self.openstack.as_ref(),
+            Kind::Azure => self.azure.as_ref(),
+            Kind::Hetzner => self.hetzner.as_ref(),
+            Kind::DigitalOcean => self.digitalocean.as_ref(),
+            Kind::Oracle => self.oracle.as_ref(),
+            _ => None,
+        }
+    }
+}
+
 /// Where to look.
 #[derive(Clone, Debug)]
 pub struct Sources {
@@ -94,28 +195,31 @@ pub struct Sources {
     pub root: PathBuf,
     /// The value of `$ENV_YML` (a path on the running system).
     pub env_yml: Option<PathBuf>,
-    /// Base URL of the EC2 metadata service; `None`: not asked.
-    pub ec2: Option<String>,
-    /// Base URL of the GCE metadata service; `None`: not asked.
-    pub gce: Option<String>,
-    /// The limit for each metadata service.
+    /// The HTTP metadata sources.
+    pub urls: Urls,
+    /// `vmware-rpctool` for VMware's guestinfo; `None`: not asked.
+    pub rpctool: Option<PathBuf>,
+    /// The limit for each metadata source.
     pub timeout: Duration,
+    /// The limit for all metadata sources together.
+    pub total: Duration,
     /// Probe loop, ram and zram devices too (tests).
     pub include_virtual: bool,
 }
 
 impl Sources {
-    /// The running system: `$ENV_YML` from the environment, both metadata
-    /// services.
+    /// The running system: `$ENV_YML` from the environment, every metadata
+    /// source.
     pub fn real() -> Self {
         Sources {
             root: PathBuf::from("/"),
             env_yml: std::env::var_os("ENV_YML")
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from),
-            ec2: Some(EC2_BASE.to_string()),
-            gce: Some(GCE_BASE.to_string()),
+            urls: Urls::real(),
+            rpctool: Some(PathBuf::from(vmware::RPCTOOL)),
             timeout: METADATA_TIMEOUT,
+            total: METADATA_TOTAL,
             include_virtual: false,
         }
     }
@@ -125,16 +229,38 @@ impl Sources {
         Sources {
             root: root.into(),
             env_yml: None,
-            ec2: None,
-            gce: None,
+            urls: Urls::default(),
+            rpctool: None,
             timeout: METADATA_TIMEOUT,
+            total: METADATA_TOTAL,
             include_virtual: false,
         }
+    }
+
+    /// No network source at all (`--no-metadata`).
+    pub fn without_metadata(mut self) -> Self {
+        self.urls = Urls::default();
+        self.rpctool = None;
+        self
     }
 
     fn path(&self, abs: &str) -> PathBuf {
         self.root.join(abs.trim_start_matches('/'))
     }
+
+    /// The platform, from DMI under the root.
+    pub fn platform(&self) -> Platform {
+        Dmi::read(&self.root).platform()
+    }
+}
+
+/// What a platform's provisioning data carries besides the env.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Provisioned {
+    /// The host name the platform gave the machine (checked).
+    pub hostname: Option<String>,
+    /// The admin's OpenSSH public keys (checked, one line each).
+    pub ssh_keys: Vec<String>,
 }
 
 /// An env as found, not yet validated.
@@ -147,6 +273,8 @@ pub struct Found {
     /// What was passed over on the way (a seed volume that could not be
     /// read beside one that could), for the log.
     pub warnings: Vec<String>,
+    /// The platform's host name and keys, merged by [`Found::validate`].
+    pub provisioned: Provisioned,
 }
 
 impl Found {
@@ -162,8 +290,14 @@ impl Found {
     /// Parses and validates the env; the error lists every problem (their
     /// messages never quote a secret).
     pub fn validate(&self) -> Result<Env> {
-        Env::parse(&self.bytes, &self.source_name())
-            .map_err(|e| anyhow!("invalid env ({} {}):\n{e}", self.kind, self.origin))
+        let mut env = Env::parse(&self.bytes, &self.source_name())
+            .map_err(|e| anyhow!("invalid env ({} {}):\n{e}", self.kind, self.origin))?;
+        for k in &self.provisioned.ssh_keys {
+            if !env.ssh_authorized_keys.contains(k) {
+                env.ssh_authorized_keys.push(k.clone());
+            }
+        }
+        Ok(env)
     }
 }
 
@@ -201,6 +335,7 @@ pub fn find(s: &Sources) -> Result<Found> {
             origin: p.display().to_string(),
             bytes,
             warnings: Vec::new(),
+            provisioned: Provisioned::default(),
         });
     }
     let mut looked = vec!["$ENV_YML (not set)".to_string()];
@@ -213,6 +348,7 @@ pub fn find(s: &Sources) -> Result<Found> {
                 origin: "/app/env.yml".into(),
                 bytes,
                 warnings: Vec::new(),
+                provisioned: Provisioned::default(),
             })
         }
         AppEnv::Absent => looked.push("/app/env.yml (absent)".into()),
@@ -255,30 +391,186 @@ pub fn find(s: &Sources) -> Result<Found> {
         "{probed} block device(s) (no volume labelled cidata or config-2)"
     ));
 
-    for (kind, base) in [(Kind::Ec2, &s.ec2), (Kind::Gce, &s.gce)] {
+    let platform = s.platform();
+    looked.push(format!("platform {} (DMI)", platform.name()));
+    match ask_metadata(s, platform, &mut looked) {
+        Some((kind, origin, got)) => Ok(Found {
+            kind,
+            origin,
+            bytes: got.bytes,
+            warnings: passed_over,
+            provisioned: got.provisioned,
+        }),
+        None => bail!("no env found; looked at: {}", looked.join(", ")),
+    }
+}
+
+/// What one metadata source gave.
+struct Got {
+    bytes: Vec<u8>,
+    provisioned: Provisioned,
+}
+
+/// Asks the platform's metadata sources in order; the first with
+/// user-data wins. Each is noted in `looked`.
+fn ask_metadata(
+    s: &Sources,
+    platform: Platform,
+    looked: &mut Vec<String>,
+) -> Option<(Kind, String, Got)> {
+    let all_by = Instant::now() + s.total;
+    // Hosts that did not answer at all: not asked again.
+    let mut dead: Vec<String> = Vec::new();
+    for &kind in platform.sources() {
+        let base = match kind {
+            Kind::Vmware => s.rpctool.as_ref().map(|p| p.display().to_string()),
+            _ => s.urls.of(kind).cloned(),
+        };
         let Some(base) = base else {
             looked.push(format!("{kind} metadata (not asked)"));
             continue;
         };
-        let deadline = Instant::now() + s.timeout;
+        if dead.contains(&base) {
+            looked.push(format!(
+                "{kind} metadata (not asked: {base} did not answer)"
+            ));
+            continue;
+        }
+        let deadline = (Instant::now() + s.timeout).min(all_by);
+        if deadline <= Instant::now() {
+            looked.push(format!(
+                "{kind} metadata (not asked: {:.0} s for all sources spent)",
+                s.total.as_secs_f64()
+            ));
+            continue;
+        }
+        let plain = |(url, r): (String, Result<Option<Vec<u8>>>)| {
+            let got = r.map(|o| {
+                o.map(|bytes| Got {
+                    bytes,
+                    provisioned: Provisioned::default(),
+                })
+            });
+            (url, got)
+        };
         let (url, got) = match kind {
-            Kind::Ec2 => ec2(base, deadline),
-            _ => gce(base, deadline),
+            Kind::Ec2 => plain(ec2::fetch(&base, deadline)),
+            Kind::Gce => plain(gce::fetch(&base, deadline)),
+            Kind::OpenStack => plain(openstack::fetch(&base, deadline)),
+            Kind::Hetzner => plain(hetzner::fetch(&base, deadline)),
+            Kind::DigitalOcean => plain(digitalocean::fetch(&base, deadline)),
+            Kind::Oracle => plain(oracle::fetch(&base, deadline)),
+            Kind::Vmware => plain(vmware::fetch(Path::new(&base), deadline)),
+            Kind::Azure => azure_source(s, &base, deadline),
+            Kind::Local | Kind::Cidata | Kind::Config2 => continue,
         };
         match got {
-            Ok(Some(bytes)) => {
-                return Ok(Found {
-                    kind,
-                    origin: url,
-                    bytes,
-                    warnings: passed_over,
-                })
-            }
+            Ok(Some(got)) if got.bytes.len() > seeds::yaml::MAX_BYTES => looked.push(format!(
+                "{kind} metadata {url} (user-data larger than {} MiB; refused)",
+                seeds::yaml::MAX_BYTES >> 20
+            )),
+            Ok(Some(got)) => return Some((kind, url, got)),
             Ok(None) => looked.push(format!("{kind} metadata {url} (no user-data)")),
-            Err(e) => looked.push(format!("{kind} metadata {url} ({e:#})")),
+            Err(e) => {
+                if http::is_unreachable(&e) {
+                    dead.push(base.clone());
+                }
+                looked.push(format!("{kind} metadata {url} ({e:#})"));
+            }
         }
     }
-    bail!("no env found; looked at: {}", looked.join(", "))
+    None
+}
+
+/// Azure: the provisioning ISO's `ovf-env.xml` first (its `CustomData`,
+/// host name and keys), then IMDS for what it did not give.
+fn azure_source(s: &Sources, base: &str, deadline: Instant) -> (String, Result<Option<Got>>) {
+    let (mut origin, mut prov) = match scan_ovf_env(s) {
+        Some(Ok((dev, xml))) => match azure::ovf_env(&xml) {
+            Ok(p) => (format!("{dev}:ovf-env.xml"), p),
+            Err(e) => {
+                return (
+                    format!("{dev}:ovf-env.xml"),
+                    Err(e.context(format!("reading {dev}:ovf-env.xml"))),
+                )
+            }
+        },
+        Some(Err(e)) => return (base.to_string(), Err(e)),
+        None => (String::new(), azure::Provisioning::default()),
+    };
+    let need = prov.user_data.is_none()
+        || prov.provisioned.hostname.is_none()
+        || prov.provisioned.ssh_keys.is_empty();
+    if need {
+        let (url, got) = azure::imds(base, deadline);
+        match got {
+            Ok(imds) => {
+                if prov.user_data.is_none() {
+                    prov.user_data = imds.user_data;
+                    origin = url;
+                }
+                if prov.provisioned.hostname.is_none() {
+                    prov.provisioned.hostname = imds.provisioned.hostname;
+                }
+                if prov.provisioned.ssh_keys.is_empty() {
+                    prov.provisioned.ssh_keys = imds.provisioned.ssh_keys;
+                }
+            }
+            // Without the ISO's env, IMDS' failure is the answer.
+            Err(e) if prov.user_data.is_none() => return (url, Err(e)),
+            Err(_) => {}
+        }
+    }
+    let got = prov.user_data.map(|bytes| Got {
+        bytes,
+        provisioned: prov.provisioned,
+    });
+    (origin, Ok(got))
+}
+
+/// The first CD-ROM (`sr*`) whose ISO9660 volume carries `ovf-env.xml`:
+/// (device, its bytes); an error when one has it but it cannot be read.
+fn scan_ovf_env(s: &Sources) -> Option<Result<(String, Vec<u8>)>> {
+    let names = block_devices(s).ok()?;
+    for name in names.into_iter().filter(|n| n.starts_with("sr")) {
+        let Ok(f) = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .open(s.path("/dev").join(&name))
+        else {
+            continue;
+        };
+        if seeds::seed::probe(&f).is_none() {
+            continue;
+        }
+        let Ok(seed) = seeds::seed::read_seed(&f) else {
+            continue;
+        };
+        let shown = format!("/dev/{name}");
+        if let Some(what) = seed.not_regular_at("ovf-env.xml") {
+            return Some(Err(anyhow!("{shown}: ovf-env.xml is {what}; refusing it")));
+        }
+        if let Some(xml) = seed.get("ovf-env.xml") {
+            return Some(Ok((shown, xml.to_vec())));
+        }
+    }
+    None
+}
+
+/// On Azure (by DMI), tells the wire server the machine is ready: `None`
+/// elsewhere or when the network is not asked (`--no-metadata`); else the
+/// incarnation reported, or why not. Called on every boot, also when no
+/// env was found (Azure marks a VM that never reports as failed).
+pub fn azure_ready(s: &Sources) -> Option<Result<String>> {
+    if s.platform() != Platform::Azure || s.urls.azure.is_none() {
+        return None;
+    }
+    let base = s
+        .urls
+        .wire
+        .clone()
+        .unwrap_or_else(|| azure::wire_server(&s.root));
+    Some(azure::report_ready(&base, Instant::now() + s.timeout))
 }
 
 /// What `/app/env.yml` gave.
@@ -395,6 +687,7 @@ fn scan_seeds(s: &Sources) -> (Vec<Found>, usize, Vec<anyhow::Error>) {
                 origin: shown,
                 bytes,
                 warnings: Vec::new(),
+                provisioned: Provisioned::default(),
             }),
             Err(e) => unreadable.push(e),
         }
@@ -415,185 +708,13 @@ fn read_volume(f: &File, kind: Kind, file: &str, shown: &str) -> Result<Vec<u8>>
         .to_vec())
 }
 
-/// EC2: a session token first (IMDSv2); without one, a plain GET (IMDSv1).
-/// A service that cannot be reached at all is not asked twice.
-fn ec2(base: &str, deadline: Instant) -> (String, Result<Option<Vec<u8>>>) {
-    let base = base.trim_end_matches('/');
-    let url = format!("{base}/latest/user-data");
-    let token = match http(
-        "PUT",
-        &format!("{base}/latest/api/token"),
-        &[("X-aws-ec2-metadata-token-ttl-seconds", "60")],
-        deadline,
-    ) {
-        Ok(r) if r.status == 200 && !r.body.is_empty() => {
-            Some(String::from_utf8_lossy(&r.body).trim().to_string())
-        }
-        Ok(_) => None,
-        Err(e) => return (url, Err(e)),
-    };
-    let headers: Vec<(&str, &str)> = token
-        .as_deref()
-        .map(|t| ("X-aws-ec2-metadata-token", t))
-        .into_iter()
-        .collect();
-    let got = http("GET", &url, &headers, deadline).and_then(user_data);
-    (url, got)
-}
-
-fn gce(base: &str, deadline: Instant) -> (String, Result<Option<Vec<u8>>>) {
-    let url = format!(
-        "{}/computeMetadata/v1/instance/attributes/user-data",
-        base.trim_end_matches('/')
-    );
-    let got = http("GET", &url, &[("Metadata-Flavor", "Google")], deadline).and_then(user_data);
-    (url, got)
-}
-
-/// 200: the user-data (none if empty); 404: none; else an error.
-fn user_data(r: Response) -> Result<Option<Vec<u8>>> {
-    match r.status {
-        200 if r.body.iter().all(u8::is_ascii_whitespace) => Ok(None),
-        200 => Ok(Some(r.body)),
-        404 => Ok(None),
-        s => bail!("HTTP status {s}"),
-    }
-}
-
-/// An HTTP answer.
-struct Response {
-    status: u16,
-    body: Vec<u8>,
-}
-
-/// The largest answer read: an env's limit plus room for headers.
-const MAX_ANSWER: usize = seeds::yaml::MAX_BYTES + 65536;
-
-/// One HTTP/1.0 request to a plain `http://` URL, finished by `deadline`.
-fn http(method: &str, url: &str, headers: &[(&str, &str)], deadline: Instant) -> Result<Response> {
-    let rest = url
-        .strip_prefix("http://")
-        .with_context(|| format!("{url}: only http:// is supported"))?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let addr = resolve(authority, deadline)?;
-    let left = || {
-        deadline
-            .checked_duration_since(Instant::now())
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| anyhow!("timed out"))
-    };
-    let mut conn = TcpStream::connect_timeout(&addr, left()?).context("connecting")?;
-    conn.set_write_timeout(Some(left()?))?;
-    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: {authority}\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if method != "GET" {
-        req.push_str("Content-Length: 0\r\n");
-    }
-    req.push_str("\r\n");
-    conn.write_all(req.as_bytes())
-        .context("sending the request")?;
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 16384];
-    loop {
-        conn.set_read_timeout(Some(left()?))?;
-        let n = match conn.read(&mut buf) {
-            Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                bail!("timed out")
-            }
-            Err(e) => return Err(e).context("reading the answer"),
-        };
-        if n == 0 {
-            break;
-        }
-        raw.extend_from_slice(&buf[..n]);
-        if raw.len() > MAX_ANSWER {
-            bail!("answer larger than {} MiB", MAX_ANSWER >> 20);
-        }
-    }
-    parse_answer(&raw).context("reading the answer")
-}
-
-/// `host[:port]` as an address; a name is resolved within the deadline
-/// (a resolver that hangs is left behind on its thread).
-fn resolve(authority: &str, deadline: Instant) -> Result<SocketAddr> {
-    if let Ok(a) = authority.parse::<SocketAddr>() {
-        return Ok(a);
-    }
-    if let Ok(ip) = authority.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, 80));
-    }
-    let hostport = match authority.rsplit_once(':') {
-        Some((_, p)) if p.parse::<u16>().is_ok() => authority.to_string(),
-        _ => format!("{authority}:80"),
-    };
-    let (tx, rx) = std::sync::mpsc::channel();
-    let name = hostport.clone();
-    std::thread::spawn(move || {
-        let _ = tx.send(name.to_socket_addrs().map(|mut a| a.next()));
-    });
-    let wait = deadline.saturating_duration_since(Instant::now());
-    match rx.recv_timeout(wait) {
-        Ok(Ok(Some(a))) => Ok(a),
-        Ok(Ok(None)) => bail!("{hostport} has no address"),
-        Ok(Err(e)) => Err(e).with_context(|| format!("resolving {hostport}")),
-        Err(_) => bail!("resolving {hostport}: timed out"),
-    }
-}
-
-fn parse_answer(raw: &[u8]) -> Result<Response> {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("no end of headers")?;
-    let head = std::str::from_utf8(&raw[..end]).context("headers are not text")?;
-    let mut lines = head.split("\r\n");
-    let mut status_line = lines.next().unwrap_or_default().split_whitespace();
-    if !status_line
-        .next()
-        .unwrap_or_default()
-        .starts_with("HTTP/1.")
-    {
-        bail!("not an HTTP answer");
-    }
-    let status: u16 = status_line
-        .next()
-        .and_then(|s| s.parse().ok())
-        .context("no status code")?;
-    let mut body = raw[end + 4..].to_vec();
-    for l in lines {
-        let Some((k, v)) = l.split_once(':') else {
-            continue;
-        };
-        if k.trim().eq_ignore_ascii_case("content-length") {
-            let n: usize = v.trim().parse().context("bad Content-Length")?;
-            if body.len() < n {
-                bail!("answer cut short ({} of {n} bytes)", body.len());
-            }
-            body.truncate(n);
-        } else if k.trim().eq_ignore_ascii_case("transfer-encoding") {
-            bail!("unexpected Transfer-Encoding in an HTTP/1.0 answer");
-        }
-    }
-    Ok(Response { status, body })
-}
-
 /// The bytes of `/run/active-env.yml`: the env as found, without its own
-/// top-level `USERDATA_TYPE:` lines, ending in a newline, then ours.
+/// top-level `USERDATA_TYPE:` and `PLATFORM_HOSTNAME:` lines, ending in a
+/// newline, then ours (the platform's host name only when it gave one).
 pub fn active_env_yml(found: &Found) -> Vec<u8> {
     let mut out = Vec::with_capacity(found.bytes.len() + 32);
     for line in found.bytes.split_inclusive(|b| *b == b'\n') {
-        if !line.starts_with(b"USERDATA_TYPE:") {
+        if !line.starts_with(b"USERDATA_TYPE:") && !line.starts_with(b"PLATFORM_HOSTNAME:") {
             out.extend_from_slice(line);
         }
     }
@@ -601,6 +722,9 @@ pub fn active_env_yml(found: &Found) -> Vec<u8> {
         out.push(b'\n');
     }
     out.extend_from_slice(format!("USERDATA_TYPE: {}\n", found.kind.userdata_type()).as_bytes());
+    if let Some(h) = &found.provisioned.hostname {
+        out.extend_from_slice(format!("PLATFORM_HOSTNAME: {h}\n").as_bytes());
+    }
     out
 }
 

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use firstboot::agent::{finish, Agent};
 use firstboot::cmdline::Cmdline;
-use firstboot::discover::{Sources, EC2_BASE, GCE_BASE};
+use firstboot::discover::{Sources, Urls};
 use firstboot::log::Log;
 use firstboot::sysfs::System;
 use firstboot::table::DiskFile;
@@ -22,10 +22,12 @@ struct Args {
     /// The system root to apply to; not `/` skips grow and volumes.
     #[arg(long, default_value = "/")]
     root: PathBuf,
-    /// Do not ask the EC2/GCE metadata services.
+    /// Ask no metadata source (HTTP services, VMware guestinfo, Azure's
+    /// wire server).
     #[arg(long)]
     no_metadata: bool,
-    /// Base URL of both metadata services (default: EC2's and GCE's own).
+    /// Base URL of every HTTP metadata source and Azure's wire server, for
+    /// tests (default: each service's own address).
     #[arg(long, value_name = "URL")]
     metadata_url: Option<String>,
 }
@@ -37,11 +39,9 @@ fn main() -> ExitCode {
     let mut sources = Sources::real();
     sources.root = args.root.clone();
     if args.no_metadata {
-        (sources.ec2, sources.gce) = (None, None);
+        sources = sources.without_metadata();
     } else if let Some(u) = &args.metadata_url {
-        (sources.ec2, sources.gce) = (Some(u.clone()), Some(u.clone()));
-    } else {
-        (sources.ec2, sources.gce) = (Some(EC2_BASE.into()), Some(GCE_BASE.into()));
+        sources.urls = Urls::all(u);
     }
     let cmdline = Cmdline::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
     let open = |p: &std::path::Path| DiskFile::open_device(p);

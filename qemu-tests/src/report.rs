@@ -59,6 +59,10 @@ pub const UNITS: &[&str] = &[
     "prometheus-node-exporter.service",
     "prometheus-nginx-exporter.service",
     "prometheus-postgres-exporter.service",
+    // The guest agents (layer 60-guest-agents): only QEMU's starts here.
+    "qemu-guest-agent.service",
+    "open-vm-tools.service",
+    "hv-kvp-daemon.service",
     "cloud-init-local.service",
     "cloud-init.service",
     "cloud-config.service",
@@ -89,6 +93,9 @@ pub struct Report {
     pub postgres: Option<PgFact>,
     /// `cloud-init status` output, when cloud-init is installed.
     pub cloud_init_status: Option<String>,
+    /// What `systemd-detect-virt` says (`qemu` under TCG, `kvm` under KVM).
+    #[serde(default)]
+    pub virt: String,
     /// Problems the reporter met while collecting (never fatal).
     pub errors: Vec<String>,
 }

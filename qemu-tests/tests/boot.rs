@@ -782,7 +782,37 @@ fn s3_volumes_on_free_space_and_blank_disk() {
             &format!("{unit} state (exporter off)"),
         );
     }
+    check_guest_agents(&mut c, r, o);
     c.finish();
+}
+
+/// Layer 60-guest-agents under QEMU: systemd calls the machine `qemu`
+/// (TCG) or `kvm`, qemu-guest-agent runs and answers `guest-ping` on its
+/// virtio port; VMware's and Hyper-V's agents are installed but their
+/// condition keeps them from starting.
+fn check_guest_agents(c: &mut Checks, r: &Report, o: &Outcome) {
+    c.check(r.virt == "qemu" || r.virt == "kvm", || {
+        format!("systemd-detect-virt says {:?}, not qemu or kvm", r.virt)
+    });
+    let qga = r.units.get("qemu-guest-agent.service");
+    c.eq(
+        qga.map(|u| (u.active_state.as_str(), u.sub_state.as_str())),
+        Some(("active", "running")),
+        "qemu-guest-agent.service state under QEMU",
+    );
+    c.check(
+        o.qga_ping
+            .as_ref()
+            .is_ok_and(|l| l.replace(' ', "") == "{\"return\":{}}"),
+        || format!("guest-ping through the agent's port: {:?}", o.qga_ping),
+    );
+    for unit in ["open-vm-tools.service", "hv-kvp-daemon.service"] {
+        let u = r.units.get(unit);
+        c.check(
+            u.is_some_and(|u| u.load_state == "loaded" && !u.ever_started()),
+            || format!("{unit} must be installed and not started under QEMU: {u:?}"),
+        );
+    }
 }
 
 #[test]

@@ -33,6 +33,12 @@ pub enum CmdError {
         /// Last lines of stderr (or stdout when stderr was empty).
         tail: String,
     },
+    /// [`run_quiet`]: the program ran longer than allowed and was killed.
+    #[error("running {cmdline}: no answer within {secs:.1} s; killed")]
+    TimedOut { cmdline: String, secs: f64 },
+    /// [`run_quiet`]: the program printed more than allowed.
+    #[error("running {cmdline}: output larger than {limit} bytes; killed")]
+    TooLarge { cmdline: String, limit: usize },
 }
 
 fn tail_suffix(tail: &str) -> String {
@@ -205,6 +211,70 @@ pub fn run_streaming(cmd: &mut Command, on_line: &mut dyn FnMut(&str)) -> Result
     }
 }
 
+/// Runs `cmd` for output that may be a secret: stdout is read up to
+/// `limit` bytes (more kills the program), stderr is discarded, and the
+/// program is killed after `timeout`. Unlike [`run`], no error carries any
+/// of the program's output.
+pub fn run_quiet(
+    cmd: &mut Command,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<(ExitStatus, Vec<u8>), CmdError> {
+    use std::io::Read;
+    let cmdline = display_cmdline(cmd);
+    tracing_log(&cmdline);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().map_err(|source| CmdError::Spawn {
+        cmdline: cmdline.clone(),
+        program: cmd.get_program().to_string_lossy().into_owned(),
+        source,
+    })?;
+    let mut out = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let r = (&mut out).take(limit as u64 + 1).read_to_end(&mut buf);
+        let _ = tx.send(r.map(|_| buf));
+    });
+    let got = rx.recv_timeout(timeout);
+    let kill = |child: &mut std::process::Child| {
+        let _ = child.kill();
+        let _ = child.wait();
+    };
+    match got {
+        Ok(Ok(buf)) if buf.len() > limit => {
+            kill(&mut child);
+            Err(CmdError::TooLarge { cmdline, limit })
+        }
+        Ok(Ok(buf)) => {
+            // stdout is closed: the program is exiting.
+            let status = child.wait().map_err(|source| CmdError::Spawn {
+                cmdline: cmdline.clone(),
+                program: cmd.get_program().to_string_lossy().into_owned(),
+                source,
+            })?;
+            Ok((status, buf))
+        }
+        Ok(Err(source)) => {
+            kill(&mut child);
+            Err(CmdError::Spawn {
+                cmdline,
+                program: cmd.get_program().to_string_lossy().into_owned(),
+                source,
+            })
+        }
+        Err(_) => {
+            kill(&mut child);
+            Err(CmdError::TimedOut {
+                cmdline,
+                secs: timeout.as_secs_f64(),
+            })
+        }
+    }
+}
+
 /// Builds a [`Command`] from a program and arguments: `command("sgdisk", ["-v", path])`.
 pub fn command<I, S>(program: &str, args: I) -> Command
 where
@@ -240,6 +310,38 @@ impl fmt::Display for Output {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_quiet_bounds_output_and_time_and_never_shows_output() {
+        use std::time::{Duration, Instant};
+        let secs = Duration::from_secs(5);
+        let (st, out) = run_quiet(
+            &mut command("sh", ["-c", "echo SECRET; echo ERR-SECRET >&2"]),
+            64,
+            secs,
+        )
+        .unwrap();
+        assert!(st.success());
+        assert_eq!(out, b"SECRET\n");
+        let (st, _) =
+            run_quiet(&mut command("sh", ["-c", "echo SECRET; exit 1"]), 64, secs).unwrap();
+        assert_eq!(st.code(), Some(1));
+        let e = run_quiet(&mut command("sh", ["-c", "yes SECRET"]), 4096, secs).unwrap_err();
+        assert!(matches!(e, CmdError::TooLarge { limit: 4096, .. }), "{e}");
+        assert!(!e.to_string().contains("SECRET\n"), "{e}");
+        let t = Instant::now();
+        let e = run_quiet(
+            &mut command("sh", ["-c", "echo SECRET; exec sleep 30"]),
+            64,
+            Duration::from_millis(300),
+        )
+        .unwrap_err();
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        assert_eq!(
+            e.to_string(),
+            "running sh -c 'echo SECRET; exec sleep 30': no answer within 0.3 s; killed"
+        );
+    }
 
     #[test]
     fn success_captures_stdout() {

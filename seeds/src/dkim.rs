@@ -52,7 +52,7 @@ pub fn generate() -> Result<Secret<String>, DkimError> {
             .map(Secret::new)
             .map_err(|_| DkimError::Generate),
         Err(e @ CmdError::Spawn { .. }) => Err(DkimError::NoOpenssl(e)),
-        Err(CmdError::Failed { .. }) => Err(DkimError::Generate),
+        Err(_) => Err(DkimError::Generate),
     }
 }
 
@@ -70,7 +70,7 @@ pub fn public_key_der(key: &Secret<String>) -> Result<Vec<u8>, DkimError> {
         Ok(out) if out.stdout.first() == Some(&0x30) => Ok(out.stdout),
         Ok(_) => Err(DkimError::NotAnRsaKey),
         Err(e @ CmdError::Spawn { .. }) => Err(DkimError::NoOpenssl(e)),
-        Err(CmdError::Failed { .. }) => Err(DkimError::NotAnRsaKey),
+        Err(_) => Err(DkimError::NotAnRsaKey),
     }
 }
 

@@ -6,6 +6,7 @@
 use super::*;
 use crate::testutil::sh;
 use std::fs::File;
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, Mutex};
@@ -244,7 +245,7 @@ fn precedence() {
 
     let mut s = root.sources();
     s.env_yml = Some(env_yml.clone());
-    s.ec2 = Some(srv.base.clone());
+    s.urls.ec2 = Some(srv.base.clone());
     root.attach("sr0", &c);
     let domain = |s: &Sources| run(s).unwrap().env.appliance.domain;
     assert_eq!(domain(&s), "explicit.example.org");
@@ -448,8 +449,8 @@ fn nothing_anywhere_says_where_it_looked() {
     drop(closed);
     let srv = Server::start(|_| Some((404, Vec::new())));
     let mut s = root.sources();
-    s.ec2 = Some(closed_base);
-    s.gce = Some(srv.base.clone());
+    s.urls.ec2 = Some(closed_base);
+    s.urls.gce = Some(srv.base.clone());
     let msg = format!("{:#}", find(&s).unwrap_err());
     for want in [
         "no env found",
@@ -488,6 +489,7 @@ fn userdata_type_line() {
             origin: "/app/env.yml".into(),
             bytes: bytes.to_vec(),
             warnings: Vec::new(),
+            provisioned: Provisioned::default(),
         }))
         .unwrap()
     };
@@ -518,7 +520,7 @@ fn ec2_with_token_then_gce_with_its_header() {
         }
     });
     let mut s = root.sources();
-    s.ec2 = Some(ec2.base.clone());
+    s.urls.ec2 = Some(ec2.base.clone());
     let d = run(&s).unwrap();
     assert_eq!(
         (d.kind, d.env.appliance.domain.as_str()),
@@ -538,7 +540,7 @@ fn ec2_with_token_then_gce_with_its_header() {
             Some((200, env_for("v1.example.org").into_bytes()))
         }
     });
-    s.ec2 = Some(v1.base.clone());
+    s.urls.ec2 = Some(v1.base.clone());
     assert_eq!(
         find(&s).unwrap().bytes,
         env_for("v1.example.org").as_bytes()
@@ -555,8 +557,8 @@ fn ec2_with_token_then_gce_with_its_header() {
             Some((404, Vec::new()))
         }
     });
-    s.ec2 = Some(none.base.clone());
-    s.gce = Some(gce.base.clone());
+    s.urls.ec2 = Some(none.base.clone());
+    s.urls.gce = Some(gce.base.clone());
     let d = run(&s).unwrap();
     assert_eq!(
         (d.kind, d.env.appliance.domain.as_str()),
@@ -574,8 +576,8 @@ fn a_silent_metadata_service_times_out_in_3s() {
     let closed_base = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
     let mut s = root.sources();
-    s.ec2 = Some(silent.base.clone());
-    s.gce = Some(closed_base);
+    s.urls.ec2 = Some(silent.base.clone());
+    s.urls.gce = Some(closed_base);
     assert_eq!(s.timeout, Duration::from_secs(3));
     let t = Instant::now();
     let msg = format!("{:#}", find(&s).unwrap_err());
@@ -584,53 +586,77 @@ fn a_silent_metadata_service_times_out_in_3s() {
     // hang (a loaded CI machine can be slow to wake the thread).
     assert!(
         took >= Duration::from_millis(2900) && took < Duration::from_secs(30),
-        "took {took:?}"
+        "took {took:?}: {msg}"
     );
     assert!(msg.contains("timed out"), "{msg}");
 }
 
 #[test]
 fn answers_parsed() {
-    let r = parse_answer(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcdef").unwrap();
+    let r = http::parse_answer(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcdef").unwrap();
     assert_eq!((r.status, r.body.as_slice()), (200, &b"abc"[..]));
-    let r = parse_answer(b"HTTP/1.0 404 Not Found\r\n\r\n").unwrap();
+    let r = http::parse_answer(b"HTTP/1.0 404 Not Found\r\n\r\n").unwrap();
     assert_eq!(r.status, 404);
-    assert!(parse_answer(b"HTTP/1.0 200 OK\r\nContent-Length: 9\r\n\r\nabc").is_err());
+    assert!(http::parse_answer(b"HTTP/1.0 200 OK\r\nContent-Length: 9\r\n\r\nabc").is_err());
     assert!(
-        parse_answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc").is_err()
+        http::parse_answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc")
+            .is_err()
     );
-    assert!(parse_answer(b"garbage").is_err());
-    assert!(parse_answer(b"SSH-2.0\r\n\r\n").is_err());
+    assert!(http::parse_answer(b"garbage").is_err());
+    assert!(http::parse_answer(b"SSH-2.0\r\n\r\n").is_err());
 }
 
 #[test]
 fn addresses_and_names() {
     let far = Instant::now() + Duration::from_secs(3);
     assert_eq!(
-        resolve("169.254.169.254", far).unwrap(),
+        http::resolve("169.254.169.254", far).unwrap(),
         "169.254.169.254:80".parse().unwrap()
     );
     assert_eq!(
-        resolve("127.0.0.1:8080", far).unwrap(),
+        http::resolve("127.0.0.1:8080", far).unwrap(),
         "127.0.0.1:8080".parse().unwrap()
     );
-    assert_eq!(resolve("localhost:81", far).unwrap().port(), 81);
-    let msg = format!("{:#}", http("GET", "https://x/", &[], far).err().unwrap());
+    assert_eq!(http::resolve("localhost:81", far).unwrap().port(), 81);
+    let msg = format!("{:#}", http::get("https://x/", &[], far).err().unwrap());
     assert!(msg.contains("only http://"), "{msg}");
 }
 
 /// What a test server answers: status and body, or `None` for silence.
 type Route = fn(&str) -> Option<(u16, Vec<u8>)>;
 
-/// A loopback server answering `route(request) -> (status, body)`, or
-/// never answering (`None`); it records each request's head.
-struct Server {
-    base: String,
+/// A test server's answer.
+pub(super) enum Reply {
+    /// Status, `Content-Type` (none: no header), body.
+    Answer(u16, Option<&'static str>, Vec<u8>),
+    /// Headers promising `n` bytes (`usize::MAX`: no `Content-Length`),
+    /// then `x`s in 64 KiB pieces, as long as the client reads.
+    Endless(u16, usize),
+    /// The headers, then silence.
+    Stall,
+    /// Nothing at all.
+    Silence,
+}
+
+type Handler = Box<dyn Fn(&str) -> Reply + Send + Sync>;
+
+/// A loopback server answering `route(request)`; it records each request
+/// (its head, and its body when it declares one).
+pub(super) struct Server {
+    pub(super) base: String,
     seen: Arc<Mutex<Vec<String>>>,
 }
 
 impl Server {
     fn start(route: Route) -> Server {
+        Server::with(move |req| match route(req) {
+            Some((status, body)) => Reply::Answer(status, None, body),
+            None => Reply::Silence,
+        })
+    }
+
+    pub(super) fn with(route: impl Fn(&str) -> Reply + Send + Sync + 'static) -> Server {
+        let route: Arc<Handler> = Arc::new(Box::new(route));
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", l.local_addr().unwrap());
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -639,6 +665,7 @@ impl Server {
             for conn in l.incoming() {
                 let Ok(mut conn) = conn else { continue };
                 let rec = rec.clone();
+                let route = route.clone();
                 std::thread::spawn(move || {
                     let mut head = Vec::new();
                     let mut b = [0u8; 1024];
@@ -649,17 +676,54 @@ impl Server {
                         }
                     }
                     let text = String::from_utf8_lossy(&head).into_owned();
+                    let end = text.find("\r\n\r\n").unwrap() + 4;
+                    let declared = text.lines().find_map(|l| {
+                        l.strip_prefix("Content-Length: ")
+                            .and_then(|n| n.trim().parse::<usize>().ok())
+                    });
+                    let mut req = head;
+                    while req.len() < end + declared.unwrap_or(0) {
+                        match conn.read(&mut b) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => req.extend_from_slice(&b[..n]),
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&req).into_owned();
                     rec.lock().unwrap().push(text.clone());
                     match route(&text) {
-                        Some((status, body)) => {
+                        Reply::Answer(status, ctype, body) => {
+                            let ct = ctype
+                                .map(|c| format!("Content-Type: {c}\r\n"))
+                                .unwrap_or_default();
                             let _ = write!(
                                 conn,
-                                "HTTP/1.0 {status} X\r\nContent-Length: {}\r\n\r\n",
+                                "HTTP/1.0 {status} X\r\n{ct}Content-Length: {}\r\n\r\n",
                                 body.len()
                             );
                             let _ = conn.write_all(&body);
                         }
-                        None => std::thread::sleep(Duration::from_secs(10)),
+                        Reply::Endless(status, n) => {
+                            // n == usize::MAX: no Content-Length at all.
+                            let cl = if n == usize::MAX {
+                                String::new()
+                            } else {
+                                format!("Content-Length: {n}\r\n")
+                            };
+                            let _ = write!(conn, "HTTP/1.0 {status} X\r\n{cl}\r\n");
+                            let piece = vec![b'x'; 65536];
+                            let mut sent = 0;
+                            while sent < n {
+                                if conn.write_all(&piece).is_err() {
+                                    return;
+                                }
+                                sent += piece.len();
+                            }
+                        }
+                        Reply::Stall => {
+                            let _ = write!(conn, "HTTP/1.0 200 OK\r\nContent-Length: 10\r\n\r\n");
+                            std::thread::sleep(Duration::from_secs(10));
+                        }
+                        Reply::Silence => std::thread::sleep(Duration::from_secs(10)),
                     }
                 });
             }
@@ -667,7 +731,7 @@ impl Server {
         Server { base, seen }
     }
 
-    fn requests(&self) -> Vec<String> {
+    pub(super) fn requests(&self) -> Vec<String> {
         self.seen.lock().unwrap().clone()
     }
 }
@@ -714,3 +778,5 @@ fn app_env_yml_that_root_does_not_own_is_passed_over() {
         (Kind::Local, "/app/env.yml")
     );
 }
+
+mod sources;

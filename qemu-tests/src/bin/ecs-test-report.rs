@@ -51,6 +51,8 @@ fn collect(errors: &mut Vec<String>) -> Report {
             .next()
             .and_then(|s| s.parse().ok())
             .unwrap_or(0.0),
+        // Exits 1 (and prints "none") on bare metal.
+        virt: run("systemd-detect-virt", &[]).unwrap_or_else(|e| e),
         ..Report::default()
     };
     for f in FILES {

@@ -147,6 +147,9 @@ pub struct Outcome {
     pub https_client: Option<Result<(u16, String), String>>,
     /// What the outside peers of mail and metrics got ([`BootSpec::services`]).
     pub services: Option<ServiceProbes>,
+    /// The guest agent's answer to `guest-ping` on the virtio port
+    /// `org.qemu.guest_agent.0` every boot has, asked after the report.
+    pub qga_ping: Result<String, String>,
 }
 
 impl Outcome {
@@ -198,6 +201,8 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
     let dir = artifacts()?.join("consoles");
     fs::create_dir_all(&dir)?;
     let console_log = dir.join(format!("{}.log", spec.name));
+    let qga_socket = dir.join(format!("{}.qga", spec.name));
+    let _ = fs::remove_file(&qga_socket);
     let port = match spec.http_port {
         Some(p) => p,
         None => free_port()?,
@@ -228,7 +233,17 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
             forwards.iter().map(|o| format!(",{o}")).collect::<String>()
         ))
         .arg("-device")
-        .arg("virtio-net-pci,netdev=net0");
+        .arg("virtio-net-pci,netdev=net0")
+        // The port qemu-guest-agent serves (as Proxmox and libvirt attach it).
+        .arg("-device")
+        .arg("virtio-serial-pci,id=vser0")
+        .arg("-chardev")
+        .arg(format!(
+            "socket,id=qga0,path={},server=on,wait=off",
+            qga_socket.display()
+        ))
+        .arg("-device")
+        .arg("virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0");
     for d in &spec.disks {
         vm = vm.disk(d, "qcow2");
     }
@@ -262,6 +277,7 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
             host_key_fingerprints: Vec::new(),
             https_client: None,
             services: None,
+            qga_ping: Err("no report: the power was cut".into()),
         });
     }
     let known_hosts = dir.join(format!("{}.known_hosts", spec.name));
@@ -291,6 +307,16 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
             Some(p) => Some(p.probe(&spec.name)?),
             None => None,
         };
+        // Only where the agent runs (not in images without layer 60).
+        let qga_running = report
+            .units
+            .get("qemu-guest-agent.service")
+            .is_some_and(|u| u.active_state == "active");
+        let qga_ping = if qga_running {
+            qga_ping(&qga_socket).map_err(|e| format!("{e:#}"))
+        } else {
+            Err("qemu-guest-agent.service is not active".into())
+        };
         let mut ssh = Vec::new();
         for p in &spec.ssh {
             ssh.push(ssh_probe(ssh_port, &known_hosts, p)?);
@@ -308,11 +334,15 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
             report,
             (http, http_location),
             (https, served_cert),
-            (ssh, https_client, services),
+            (ssh, https_client, services, qga_ping),
         ))
     })?;
-    let (report, (http, http_location), (https, served_cert), (ssh, https_client, services)) =
-        report;
+    let (
+        report,
+        (http, http_location),
+        (https, served_cert),
+        (ssh, https_client, services, qga_ping),
+    ) = report;
     let host_key_fingerprints = if known_hosts.exists() {
         run(
             Command::new("ssh-keygen")
@@ -341,7 +371,35 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
         host_key_fingerprints,
         https_client,
         services,
+        qga_ping,
     })
+}
+
+/// Sends `guest-ping` to the guest agent on the chardev socket; its answer
+/// line (`{"return": {}}`), within 20 s.
+fn qga_ping(socket: &Path) -> Result<String> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut conn = std::os::unix::net::UnixStream::connect(socket)
+        .with_context(|| format!("connecting to {}", socket.display()))?;
+    conn.set_read_timeout(Some(Duration::from_secs(20)))?;
+    // A sync with a random id first: the agent answers it once it reads
+    // the port, discarding anything a previous client left behind.
+    conn.write_all(b"{\"execute\":\"guest-sync\",\"arguments\":{\"id\":4711}}\n")?;
+    let mut r = BufReader::new(conn.try_clone()?);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line).context("no answer to guest-sync")? == 0 {
+            bail!("the agent's port closed");
+        }
+        if line.contains("4711") {
+            break;
+        }
+    }
+    conn.write_all(b"{\"execute\":\"guest-ping\"}\n")?;
+    line.clear();
+    r.read_line(&mut line).context("no answer to guest-ping")?;
+    Ok(line.trim().to_string())
 }
 
 /// A client certificate from the guest's client CA: the guest makes a key
