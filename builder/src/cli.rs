@@ -395,7 +395,7 @@ pub struct EnvPackageArgs {
     /// The env.yml to package (it must pass env check).
     pub env: PathBuf,
 
-    /// Where to write the three files (default: the env's directory).
+    /// Where to write the three files (default: the env's directory; made when missing, in a directory that exists).
     #[arg(short, long, value_name = "DIR")]
     pub output: Option<PathBuf>,
 

@@ -57,6 +57,12 @@ pub fn package(args: &EnvPackageArgs) -> anyhow::Result<()> {
         .map_err(|e| bad_input(format!("env {}: {e}", args.env.display())))?;
     let env_dir = env_path.parent().unwrap_or(Path::new("/")).to_path_buf();
     let out_dir = args.output.clone().unwrap_or_else(|| env_dir.clone());
+    // A missing directory is made (its parent must exist); anything else
+    // that is not a directory is an error.
+    if !out_dir.exists() && out_dir.symlink_metadata().is_err() {
+        std::fs::create_dir(&out_dir)
+            .map_err(|e| bad_input(format!("-o {}: cannot make it: {e}", out_dir.display())))?;
+    }
     if !out_dir.is_dir() {
         return Err(bad_input(format!(
             "-o {}: not a directory",
