@@ -1350,7 +1350,10 @@ fn s9_extra_packages_and_sentry() {
 /// database as app, the domain) and the `/data` volume; docker's data on
 /// `/volatile/docker`; no password on the console or in the journal. Then
 /// the web container is killed: `/run/appliance-failed` names it and the
-/// HTTPS page is the failure page.
+/// HTTPS page is the failure page. As the manual says, removing
+/// `/run/appliance-failed` and `systemctl restart appliance` bring the
+/// application back (the project down and up again), from the checkout
+/// already there when the source has become unreachable.
 #[test]
 fn s10_application_containers() {
     use qemu_tests::peers::{AppSource, APP_BRANCH, APP_DATA_FILE, APP_INDEX};
@@ -1408,6 +1411,17 @@ fn s10_application_containers() {
              echo \"failed=$(cat /run/appliance-failed)\"; \
              echo \"status=$code\"; \
              echo \"page=$(curl -sk https://127.0.0.1/ | grep -o 'container [^ ]* exited with code [0-9]*' | head -n 1)\""
+                .into(),
+        ),
+        // As the manual says: remove the failure, restart the appliance;
+        // with the source unreachable now, the checkout there runs.
+        root(
+            "ip route add blackhole 10.0.2.103/32; \
+             rm /run/appliance-failed; systemctl restart appliance; echo \"restart=$?\"; \
+             echo \"notice=$(cat /run/ecs-appliance/notices/application)\"; \
+             echo \"after=$(curl -sk https://127.0.0.1/)\"; \
+             echo \"failedpage=$(ls /run/ecs-appliance/www/failed.html 2>/dev/null)\"; \
+             echo \"containers=$(docker ps -q --filter label=com.docker.compose.project=ecs | wc -l)\""
                 .into(),
         ),
     ];
@@ -1538,6 +1552,24 @@ fn s10_application_containers() {
             get("page")
         )
     });
+    let f = facts(2);
+    let get = |k: &str| f.get(k).map(String::as_str).unwrap_or("");
+    c.eq(
+        get("restart"),
+        "0",
+        "systemctl restart appliance after the failure",
+    );
+    c.eq(get("after"), APP_INDEX, "https://DOMAIN/ after the restart");
+    c.check(
+        get("notice").contains("was unreachable") && get("notice").contains(&source.commit[..12]),
+        || format!("the notice of the unreachable source: {:?}", get("notice")),
+    );
+    c.eq(get("failedpage"), "", "the failure page after the restart");
+    c.eq(
+        get("containers"),
+        "1",
+        "running containers of the project after the restart",
+    );
     c.finish();
 }
 
