@@ -41,6 +41,7 @@ base_pkgs=(
   openssl             # imgbuild env check verifies the env's TLS pair; boot tests make a test CA
   zstd                # layer cache entries
   xorriso genisoimage # seed ISO checks in tests (isoinfo is in genisoimage)
+  libxml2-utils       # xmllint checks the OVA's OVF descriptor in the format tests
   dosfstools mtools   # ESP creation and vfat seed tests
   gdisk fdisk         # sgdisk -v checks of built images
   util-linux          # blkid

@@ -205,7 +205,7 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
 
 /// `NAME.seed.iso` beside `NAME.EXT`, when it exists.
 fn default_seed(image: &Path) -> Option<PathBuf> {
-    let stem = image.file_stem()?.to_string_lossy().into_owned();
+    let stem = crate::output::Format::stem(image);
     let seed = image.with_file_name(format!("{stem}.seed.iso"));
     seed.is_file().then_some(seed)
 }

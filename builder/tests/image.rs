@@ -424,7 +424,7 @@ fn bad_input_exits_2_and_says_what_is_wrong() {
         "does not exist",
     );
     bad(
-        &imgbuild(&["--env", env_s, "--tree", big, "-o", &o("ecs.vdi")]),
+        &imgbuild(&["--env", env_s, "--tree", big, "-o", &o("ecs.vpc")]),
         "cannot tell the image format",
     );
     bad(
@@ -434,7 +434,7 @@ fn bad_input_exits_2_and_says_what_is_wrong() {
             "--tree",
             big,
             "--format",
-            "vhdx",
+            "vpc",
             "-o",
             &o("x.img"),
         ]),
