@@ -126,7 +126,9 @@ fn manifest(dir: &Path) -> serde_json::Value {
 }
 
 fn xpath(file: &Path, expr: &str) -> String {
-    run("xmllint", &["--xpath", expr, s(file)]).trim().to_string()
+    run("xmllint", &["--xpath", expr, s(file)])
+        .trim()
+        .to_string()
 }
 
 /// One format's checks on `img`, converted from `raw`.
@@ -149,7 +151,10 @@ fn check_disk_format(raw: &Path, img: &Path, format: Format) {
     ) {
         run("qemu-img", &["check", "-f", qemu, s(img)]);
     }
-    let cmp = run("qemu-img", &["compare", "-f", "raw", "-F", qemu, s(raw), s(img)]);
+    let cmp = run(
+        "qemu-img",
+        &["compare", "-f", "raw", "-F", qemu, s(raw), s(img)],
+    );
     assert!(cmp.contains("Images are identical"), "{format}: {cmp}");
     match format {
         Format::Vmdk => {
@@ -161,11 +166,19 @@ fn check_disk_format(raw: &Path, img: &Path, format: Format) {
         Format::Vhd => {
             // Fixed: the disk's bytes, then the footer, and nothing else.
             let len = fs::metadata(img).unwrap().len();
-            assert_eq!(len, virtual_size + 512, "a fixed VHD is the disk and a footer");
+            assert_eq!(
+                len,
+                virtual_size + 512,
+                "a fixed VHD is the disk and a footer"
+            );
             assert_eq!(virtual_size % MIB, 0, "Azure wants whole MiB");
             let bytes = read_at(img, len - 512, 512);
             assert_eq!(&bytes[..8], b"conectix");
-            assert_eq!(u32::from_be_bytes(bytes[60..64].try_into().unwrap()), 2, "fixed");
+            assert_eq!(
+                u32::from_be_bytes(bytes[60..64].try_into().unwrap()),
+                2,
+                "fixed"
+            );
             let size = u64::from_be_bytes(bytes[48..56].try_into().unwrap());
             assert_eq!(size, virtual_size, "the footer's current size");
             let footer: [u8; 512] = bytes.try_into().unwrap();
@@ -181,7 +194,10 @@ fn check_disk_format(raw: &Path, img: &Path, format: Format) {
 fn read_at(p: &Path, off: u64, len: usize) -> Vec<u8> {
     use std::os::unix::fs::FileExt;
     let mut b = vec![0u8; len];
-    fs::File::open(p).unwrap().read_exact_at(&mut b, off).unwrap();
+    fs::File::open(p)
+        .unwrap()
+        .read_exact_at(&mut b, off)
+        .unwrap();
     b
 }
 
@@ -200,7 +216,10 @@ fn check_ova(ova: &Path, virtual_size: u64, scratch: &Path) {
     );
     for l in &lines {
         assert!(l.starts_with("-rw-r--r-- root/root "), "{l}");
-        assert!(l.contains(" 2023-11-14 22:13:20 "), "mtime from SOURCE_DATE_EPOCH: {l}");
+        assert!(
+            l.contains(" 2023-11-14 22:13:20 "),
+            "mtime from SOURCE_DATE_EPOCH: {l}"
+        );
     }
     let x = scratch.join("ova-x");
     fs::create_dir(&x).unwrap();
@@ -222,20 +241,32 @@ fn check_ova(ova: &Path, virtual_size: u64, scratch: &Path) {
     let vmdk = x.join("ecs-disk1.vmdk");
     let ns = |e: &str| format!("//*[local-name()='{e}']");
     assert_eq!(
-        xpath(&ovf, &format!("string({}/@*[local-name()='version'])", ns("Envelope"))),
+        xpath(
+            &ovf,
+            &format!("string({}/@*[local-name()='version'])", ns("Envelope"))
+        ),
         "1.0"
     );
     assert_eq!(
-        xpath(&ovf, &format!("string({}/@*[local-name()='href'])", ns("File"))),
+        xpath(
+            &ovf,
+            &format!("string({}/@*[local-name()='href'])", ns("File"))
+        ),
         "ecs-disk1.vmdk"
     );
     assert_eq!(
-        xpath(&ovf, &format!("string({}/@*[local-name()='size'])", ns("File"))),
+        xpath(
+            &ovf,
+            &format!("string({}/@*[local-name()='size'])", ns("File"))
+        ),
         fs::metadata(&vmdk).unwrap().len().to_string(),
         "References: the vmdk's size"
     );
     assert_eq!(
-        xpath(&ovf, &format!("string({}/@*[local-name()='capacity'])", ns("Disk"))),
+        xpath(
+            &ovf,
+            &format!("string({}/@*[local-name()='capacity'])", ns("Disk"))
+        ),
         virtual_size.to_string(),
         "DiskSection: the virtual size"
     );
@@ -245,7 +276,10 @@ fn check_ova(ova: &Path, virtual_size: u64, scratch: &Path) {
     )
     .ends_with("#streamOptimized"));
     assert_eq!(
-        xpath(&ovf, &format!("string({}/@*[local-name()='id'])", ns("VirtualSystem"))),
+        xpath(
+            &ovf,
+            &format!("string({}/@*[local-name()='id'])", ns("VirtualSystem"))
+        ),
         "ecs"
     );
     assert_eq!(xpath(&ovf, &format!("string({})", ns("Name"))), "ecs");
@@ -262,7 +296,10 @@ fn check_ova(ova: &Path, virtual_size: u64, scratch: &Path) {
         assert_eq!(
             xpath(
                 &ovf,
-                &format!("count({}[*[local-name()='ResourceType']='{t}'])", ns("Item"))
+                &format!(
+                    "count({}[*[local-name()='ResourceType']='{t}'])",
+                    ns("Item")
+                )
             ),
             "1",
             "ResourceType {t}"
@@ -282,7 +319,10 @@ fn check_ova(ova: &Path, virtual_size: u64, scratch: &Path) {
     let i = info(&vmdk);
     assert_eq!(i["format"], "vmdk");
     assert_eq!(i["virtual-size"], virtual_size);
-    assert_eq!(i["format-specific"]["data"]["create-type"], "streamOptimized");
+    assert_eq!(
+        i["format-specific"]["data"]["create-type"],
+        "streamOptimized"
+    );
     run("qemu-img", &["check", "-f", "vmdk", s(&vmdk)]);
 }
 
@@ -390,8 +430,8 @@ fn every_format_passes_its_tools_checks_and_is_reproducible() {
             output::write_image(&raw, &out, format, false, &id).unwrap();
             let secs = t.elapsed().as_secs_f64();
             match format {
-                Format::Ova => check_ova(&out, 2 * GIB, &d),
-                Format::Gce => check_gce(&out, &raw, &d),
+                Format::Ova => check_ova(&out, 2 * GIB, &dir(&format!("x-{format}{i}"))),
+                Format::Gce => check_gce(&out, &raw, &dir(&format!("x-{format}{i}"))),
                 _ => check_disk_format(&raw, &out, format),
             }
             shas.push(sha(&out));
