@@ -129,8 +129,8 @@ $rows
 
 These machines are noisy: read the medians and the ratios, not single runs.
 qemu-img by hand runs 8 coroutines and may write out of order; imgbuild asks
-for one and in-order writes so the same disk gives the same bytes (VHDX
-excepted: qemu-img draws its GUIDs at random).
+for one and in-order writes, and sets the identifiers qemu-img draws at
+random, so the same disk gives the same bytes.
 <!-- bench/formats.sh: end -->
 EOF2
 )

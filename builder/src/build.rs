@@ -676,8 +676,7 @@ fn convert(a: &Assembled, image_tmp: &Path, format: Format, compress: bool) -> R
                 epoch: a.source_date_epoch,
             };
             output::write_image(&a.raw, image_tmp, format, compress, &id)?;
-            fs::remove_file(&a.raw)
-                .with_context(|| format!("removing {}", a.raw.display()))?;
+            fs::remove_file(&a.raw).with_context(|| format!("removing {}", a.raw.display()))?;
         }
     }
     File::open(image_tmp)

@@ -207,8 +207,8 @@ impl fmt::Display for Format {
 /// clusters. The archives (OVA, GCE) are [`write_image`]'s.
 ///
 /// qemu-img runs with one coroutine (`-m 1`) and in-order writes, so the
-/// same input gives the same bytes, but for the identifiers of VMDK, VHD,
-/// VDI and VHDX ([`stamp`]).
+/// same input gives the same bytes, but for the identifiers and times of
+/// VMDK, VHD, VDI and VHDX, which [`write_image`] sets ([`stamp`]).
 pub fn convert(raw: &Path, out: &Path, format: Format, compress: bool) -> Result<()> {
     let Some(name) = format.qemu_name() else {
         bail!("{format} is not a format qemu-img writes");
@@ -253,8 +253,8 @@ pub struct Identity {
     pub epoch: i64,
 }
 
-/// The raw disk `raw` → `out` in `format`, reproducibly but for VHDX
-/// (see [`stamp`]); `raw` is left in place. `compress`: compressed qcow2
+/// The raw disk `raw` → `out` in `format`, reproducibly (see [`stamp`]);
+/// `raw` is left in place. `compress`: compressed qcow2
 /// clusters.
 pub fn write_image(
     raw: &Path,
@@ -266,7 +266,11 @@ pub fn write_image(
     let g = id.disk_guid;
     let cid = u32::from_be_bytes([g[0], g[1], g[2], g[3]]);
     match format {
-        Format::Raw | Format::Qcow2 | Format::Vhdx => convert(raw, out, format, compress)?,
+        Format::Raw | Format::Qcow2 => convert(raw, out, format, compress)?,
+        Format::Vhdx => {
+            convert(raw, out, format, false)?;
+            stamp::set_vhdx_identity(out, g)?;
+        }
         Format::Vmdk => {
             convert(raw, out, format, false)?;
             set_vmdk_cid(out, cid)?;
@@ -382,14 +386,26 @@ mod tests {
         ] {
             assert_eq!(Format::choose(&p(name), None).unwrap(), f, "{name}");
         }
-        assert_eq!(Format::choose(&p("a.bin"), Some("gce")).unwrap(), Format::Gce);
-        assert_eq!(Format::choose(&p("a.bin"), Some("tar.gz")).unwrap(), Format::Gce);
-        assert_eq!(Format::choose(&p("a.tar.gz"), Some("gce")).unwrap(), Format::Gce);
+        assert_eq!(
+            Format::choose(&p("a.bin"), Some("gce")).unwrap(),
+            Format::Gce
+        );
+        assert_eq!(
+            Format::choose(&p("a.bin"), Some("tar.gz")).unwrap(),
+            Format::Gce
+        );
+        assert_eq!(
+            Format::choose(&p("a.tar.gz"), Some("gce")).unwrap(),
+            Format::Gce
+        );
         // A name that is only a suffix, or a plain .gz, names no format.
         for name in ["a.gz", "tar.gz", ".vhd", "a.vpc"] {
             let e = Format::choose(&p(name), None).unwrap_err();
             assert_eq!(crate::exit::code_for(&e), crate::exit::BAD_INPUT);
-            assert!(e.to_string().contains(".vhd, .vhdx, .vdi, .ova, .tar.gz"), "{e}");
+            assert!(
+                e.to_string().contains(".vhd, .vhdx, .vdi, .ova, .tar.gz"),
+                "{e}"
+            );
         }
         let e = Format::choose(&p("a.raw"), Some("vpc")).unwrap_err();
         assert!(e.to_string().contains("unknown image format"), "{e}");

@@ -2,8 +2,8 @@
 //! and `compare` for the disk formats (VHD: fixed, its footer, a whole
 //! number of MiB), GNU tar, `sha256sum` and `xmllint` for the OVA, GNU tar
 //! and `cmp` for the GCE tar; the same raw disk gives the same bytes twice
-//! for every format but VHDX (whose GUIDs qemu-img draws at random), and
-//! bad format arguments exit with 2 and list the formats.
+//! in every format, and bad format arguments exit with 2 and list the
+//! formats.
 //!
 //! They need root (the test tree is root's) and the host tools from
 //! scripts/install-host-deps.sh; a missing tool fails the test with its
@@ -447,10 +447,6 @@ fn every_format_passes_its_tools_checks_and_is_reproducible() {
                 .filter(|p| p != &out)
                 .collect();
             assert!(stray.is_empty(), "{format}: left {stray:?}");
-        }
-        if format == Format::Vhdx {
-            // qemu-img draws the VHDX's GUIDs at random (see output::stamp).
-            continue;
         }
         assert_eq!(shas[0], shas[1], "{format} reproducible");
         if format == Format::Gce {

@@ -97,9 +97,16 @@ fn next_data(f: &File, pos: u64, len: u64) -> Result<Option<(u64, u64)>> {
     }
     // SAFETY: as above.
     let hole = unsafe { libc::lseek(fd, data as libc::off_t, libc::SEEK_HOLE) };
-    let hole = if hole < 0 { len } else { (hole as u64).min(len) };
+    let hole = if hole < 0 {
+        len
+    } else {
+        (hole as u64).min(len)
+    };
     let end = hole.div_ceil(BLOCK) * BLOCK;
-    Ok(Some((data - data % BLOCK, end.min(len.div_ceil(BLOCK) * BLOCK))))
+    Ok(Some((
+        data - data % BLOCK,
+        end.min(len.div_ceil(BLOCK) * BLOCK),
+    )))
 }
 
 /// Writes `raw` as `disk.raw` in a GNU sparse tar, gzipped, to `out`.
@@ -108,9 +115,7 @@ pub fn write_gce_tar(raw: &Path, out: &Path, epoch: i64) -> Result<u64> {
     let f = File::open(raw).with_context(|| format!("opening {}", raw.display()))?;
     let len = f.metadata()?.len();
     if len == 0 || len % GIB != 0 {
-        bail!(
-            "a GCE image's disk must be a whole number of GiB, and this one is {len} bytes"
-        );
+        bail!("a GCE image's disk must be a whole number of GiB, and this one is {len} bytes");
     }
     let map = data_map(&f, len)?;
     let stored: u64 = map.iter().map(|(_, l)| l).sum();
@@ -288,11 +293,20 @@ mod tests {
         assert_eq!(hs[1][504], 1);
         assert_eq!(hs[2][504], 0);
         assert_eq!(&hs[2][6 * 24..6 * 24 + 12], b"\0\0\0\0\0\0\0\0\0\0\0\0");
-        assert_eq!(&hs[2][5 * 24..5 * 24 + 12], format!("{:011o}\0", GIB).as_bytes());
+        assert_eq!(
+            &hs[2][5 * 24..5 * 24 + 12],
+            format!("{:011o}\0", GIB).as_bytes()
+        );
         let sum: u32 = hs[0]
             .iter()
             .enumerate()
-            .map(|(i, &b)| if (148..156).contains(&i) { b' ' as u32 } else { b as u32 })
+            .map(|(i, &b)| {
+                if (148..156).contains(&i) {
+                    b' ' as u32
+                } else {
+                    b as u32
+                }
+            })
             .sum();
         assert_eq!(&hs[0][148..156], format!("{sum:06o}\0 ").as_bytes());
     }

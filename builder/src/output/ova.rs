@@ -250,11 +250,27 @@ mod tests {
             disk_file_size: 123,
             capacity: 4 << 30,
         });
-        assert!(d.contains(r#"<File ovf:href="a&amp;b&lt;c&gt;-disk1.vmdk" ovf:id="file1" ovf:size="123"/>"#), "{d}");
-        assert!(d.contains(&format!(r#"ovf:capacity="{}""#, 4u64 << 30)), "{d}");
+        assert!(
+            d.contains(
+                r#"<File ovf:href="a&amp;b&lt;c&gt;-disk1.vmdk" ovf:id="file1" ovf:size="123"/>"#
+            ),
+            "{d}"
+        );
+        assert!(
+            d.contains(&format!(r#"ovf:capacity="{}""#, 4u64 << 30)),
+            "{d}"
+        );
         assert!(d.contains("<Name>a&amp;b&lt;c&gt;</Name>"), "{d}");
         assert!(!d.contains("a&b"), "unescaped name in {d}");
-        assert_eq!(d, descriptor(&Ovf { name: "a&b<c>", disk_file: "a&b<c>-disk1.vmdk", disk_file_size: 123, capacity: 4 << 30 }));
+        assert_eq!(
+            d,
+            descriptor(&Ovf {
+                name: "a&b<c>",
+                disk_file: "a&b<c>-disk1.vmdk",
+                disk_file_size: 123,
+                capacity: 4 << 30
+            })
+        );
     }
 
     #[test]

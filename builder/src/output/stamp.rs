@@ -4,12 +4,14 @@
 //!
 //! - VMDK: the descriptor's content ID (`CID=`);
 //! - VHD: the footer's time stamp and unique ID, and its checksum;
-//! - VDI: the header's creation and modification UUIDs.
+//! - VDI: the header's creation and modification UUIDs;
+//! - VHDX: both headers' write GUIDs and sequence numbers, the stale log
+//!   entry's GUID and the disk's page 83 ID, and the CRC-32C checksums of
+//!   the headers and the log entry (CRC-32C written here: eight lines, where
+//!   a crate would be a dependency for one checksum).
 //!
-//! VHDX is left as qemu-img writes it: its two headers and its metadata
-//! carry random GUIDs and sequence numbers under CRC-32C checksums, and
-//! rewriting those is more than this module does; the image cache keeps a
-//! rebuild's VHDX identical all the same.
+//! Each checks the structure it edits (signatures, and for VHDX that the
+//! stored checksums are what it computes) and refuses anything else.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -81,7 +83,10 @@ pub fn set_vhd_identity(path: &Path, uuid: [u8; 16], epoch: i64) -> Result<()> {
     let f = open_rw(path)?;
     let len = f.metadata()?.len();
     if len < 512 || len % 512 != 0 {
-        bail!("{} is not a fixed VHD: its size is not whole sectors", path.display());
+        bail!(
+            "{} is not a fixed VHD: its size is not whole sectors",
+            path.display()
+        );
     }
     let at = len - 512;
     let mut footer = [0u8; 512];
@@ -92,7 +97,10 @@ pub fn set_vhd_identity(path: &Path, uuid: [u8; 16], epoch: i64) -> Result<()> {
     }
     let disk_type = u32::from_be_bytes(footer[60..64].try_into().expect("4 bytes"));
     if disk_type != 2 {
-        bail!("{} is a VHD of type {disk_type}, not fixed (2)", path.display());
+        bail!(
+            "{} is a VHD of type {disk_type}, not fixed (2)",
+            path.display()
+        );
     }
     let stamp = (epoch - VHD_EPOCH).clamp(0, u32::MAX as i64) as u32;
     footer[24..28].copy_from_slice(&stamp.to_be_bytes());
@@ -135,6 +143,141 @@ pub fn set_vdi_identity(path: &Path, uuid: [u8; 16]) -> Result<()> {
     }
     f.write_all_at(&uuid, 0x188)?;
     f.write_all_at(&uuid, 0x198)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// CRC-32C (Castagnoli, reflected), as VHDX checksums its structures.
+pub fn crc32c(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = (crc >> 1) ^ (0x82f6_3b78 & (crc & 1).wrapping_neg());
+        }
+    }
+    !crc
+}
+
+/// `data`'s CRC-32C with its checksum field (bytes 4..8) taken as zero.
+fn vhdx_checksum(data: &[u8]) -> u32 {
+    let mut d = data.to_vec();
+    d[4..8].fill(0);
+    crc32c(&d)
+}
+
+fn le32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn le64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// A GUID for `what`, derived from `uuid`.
+fn derive(uuid: [u8; 16], what: &str) -> [u8; 16] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(uuid);
+    h.update(what.as_bytes());
+    h.finalize()[..16].try_into().expect("16 bytes")
+}
+
+/// The metadata item of the disk's SCSI page 83 ID (its GUID as stored).
+const PAGE83_ITEM: [u8; 16] = [
+    0xab, 0x12, 0xca, 0xbe, 0xe6, 0xb2, 0x23, 0x45, 0x93, 0xef, 0xc3, 0x09, 0xe0, 0x00, 0xc7, 0x46,
+];
+/// The region table's entry of the metadata region.
+const METADATA_REGION: [u8; 16] = [
+    0x06, 0xa2, 0x7c, 0x8b, 0x90, 0x47, 0x9a, 0x4b, 0xb8, 0xfe, 0x57, 0x5f, 0x05, 0x0f, 0x88, 0x6e,
+];
+
+/// Sets what qemu-img draws at random in a VHDX to values derived from
+/// `uuid`: in both headers (64 and 128 KiB) the file and data write GUIDs
+/// and the sequence numbers (1 and 2, in qemu-img's order), the GUID of
+/// the log entry qemu-img leaves (unreferenced: the headers' log GUID is
+/// zero), the page 83 ID in the metadata; and the checksums again.
+pub fn set_vhdx_identity(path: &Path, uuid: [u8; 16]) -> Result<()> {
+    let f = open_rw(path)?;
+    let read = |at: u64, len: usize| -> Result<Vec<u8>> {
+        let mut b = vec![0u8; len];
+        f.read_exact_at(&mut b, at)
+            .with_context(|| format!("reading {}", path.display()))?;
+        Ok(b)
+    };
+    if &read(0, 8)?[..] != b"vhdxfile" {
+        bail!("{} is not a VHDX file", path.display());
+    }
+    const H: [u64; 2] = [64 << 10, 128 << 10];
+    let mut headers = Vec::new();
+    for at in H {
+        let h = read(at, 4096)?;
+        if &h[..4] != b"head" || le32(&h, 4) != vhdx_checksum(&h) {
+            bail!("{}: the VHDX header at {at} is not valid", path.display());
+        }
+        if h[48..64] != [0; 16] {
+            bail!("{}: the VHDX has a log to replay", path.display());
+        }
+        headers.push(h);
+    }
+    let second_newer = le64(&headers[1], 8) > le64(&headers[0], 8);
+    let log_offset = le64(&headers[0], 72);
+    for (i, (at, mut h)) in H.into_iter().zip(headers).enumerate() {
+        let seq = if (i == 1) == second_newer { 2u64 } else { 1 };
+        h[8..16].copy_from_slice(&seq.to_le_bytes());
+        h[16..32].copy_from_slice(&derive(uuid, "file-write"));
+        h[32..48].copy_from_slice(&derive(uuid, &format!("data-write-{i}")));
+        let sum = vhdx_checksum(&h);
+        h[4..8].copy_from_slice(&sum.to_le_bytes());
+        f.write_all_at(&h, at)?;
+    }
+    // The log entry, if qemu-img left one.
+    let e = read(log_offset, 4096)?;
+    if &e[..4] == b"loge" {
+        let len = le32(&e, 8) as usize;
+        if !(4096..=1 << 20).contains(&len) || len & 4095 != 0 {
+            bail!(
+                "{}: the VHDX log entry's length {len} is not valid",
+                path.display()
+            );
+        }
+        let mut e = read(log_offset, len)?;
+        if le32(&e, 4) != vhdx_checksum(&e) {
+            bail!(
+                "{}: the VHDX log entry's checksum is not valid",
+                path.display()
+            );
+        }
+        e[32..48].copy_from_slice(&derive(uuid, "log"));
+        let sum = vhdx_checksum(&e);
+        e[4..8].copy_from_slice(&sum.to_le_bytes());
+        f.write_all_at(&e, log_offset)?;
+    }
+    // The region table (192 KiB) → the metadata region → its page 83 item.
+    let rt = read(192 << 10, 64 << 10)?;
+    if &rt[..4] != b"regi" {
+        bail!("{}: no VHDX region table", path.display());
+    }
+    let regions = le32(&rt, 8) as usize;
+    let meta = (0..regions.min(2047))
+        .map(|i| &rt[16 + 32 * i..48 + 32 * i])
+        .find(|r| r[..16] == METADATA_REGION)
+        .map(|r| le64(r, 16))
+        .with_context(|| format!("{}: no VHDX metadata region", path.display()))?;
+    let table = read(meta, 64 << 10)?;
+    if &table[..8] != b"metadata" {
+        bail!("{}: no VHDX metadata table", path.display());
+    }
+    let items = u16::from_le_bytes([table[10], table[11]]) as usize;
+    let page83 = (0..items.min(2047))
+        .map(|i| &table[32 + 32 * i..64 + 32 * i])
+        .find(|it| it[..16] == PAGE83_ITEM)
+        .map(|it| (le32(it, 16), le32(it, 20)))
+        .with_context(|| format!("{}: the VHDX has no page 83 ID", path.display()))?;
+    if page83.1 != 16 {
+        bail!("{}: the VHDX page 83 ID is not 16 bytes", path.display());
+    }
+    f.write_all_at(&derive(uuid, "page83"), meta + page83.0 as u64)?;
     f.sync_all()?;
     Ok(())
 }
@@ -198,6 +341,11 @@ mod tests {
         assert!(e.to_string().contains("not fixed"), "{e}");
         fs::write(&p, vec![0u8; 1024]).unwrap();
         assert!(set_vhd_identity(&p, [7; 16], 0).is_err());
+    }
+
+    #[test]
+    fn crc32c_check_value() {
+        assert_eq!(crc32c(b"123456789"), 0xe306_9283);
     }
 
     #[test]

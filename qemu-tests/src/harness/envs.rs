@@ -304,7 +304,15 @@ pub fn overlay(base: &Path, dir: &Path, name: &str, size: &str) -> Result<PathBu
     let _ = fs::remove_file(&p);
     run(
         Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2", "-F", backing_format(base), "-b"])
+            .args([
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-F",
+                backing_format(base),
+                "-b",
+            ])
             .arg(base)
             .arg(&p),
         "qemu-img create (overlay)",
