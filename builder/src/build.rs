@@ -261,16 +261,17 @@ fn check_inputs(opts: &BuildOptions) -> Result<Inputs> {
 
 /// What a format asks of the size and the name: GCE a disk of whole GiB
 /// (an explicit `--size` that is not is refused; the default is rounded up
-/// when the disk is planned), an OVA a name its tar members fit.
+/// when the disk is planned, see [`Format::size_unit`]), an OVA a name its
+/// tar members fit.
 fn check_format_limits(opts: &BuildOptions, format: Format) -> Result<()> {
+    // Every disk is whole MiB (the planner rounds --size up to one); only
+    // a larger unit is a reason to refuse.
     let unit = format.size_unit();
-    if let Some(size) = opts.size.filter(|s| s % unit != 0) {
+    if let Some(size) = opts.size.filter(|s| unit > 1 << 20 && s % unit != 0) {
         return Err(bad_input(format!(
-            "--size {} is not a whole number of {} as a {format} image needs: use --size {}{}",
+            "--size {} is not a whole number of GiB, as a {format} image needs: use --size {}G",
             human(size),
-            human(unit),
-            size.div_ceil(unit) * unit / (unit.min(1 << 30)),
-            if unit >= 1 << 30 { "G" } else { "M" }
+            size.div_ceil(1 << 30)
         )));
     }
     let stem = Format::stem(&opts.output);

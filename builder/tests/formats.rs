@@ -502,7 +502,18 @@ fn bad_format_arguments_exit_2_and_list_the_formats() {
     );
     bad(
         &go(&["--size", "1500M", "-o", &o("ecs.tar.gz")]),
-        &["not a whole number of 1.0 GiB", "gce", "--size 2G"],
+        &["not a whole number of GiB", "gce", "--size 2G"],
+    );
+    bad(
+        &go(&[
+            "--format",
+            "gce",
+            "--size",
+            "3000M",
+            "-o",
+            &o("ecs.img.bin"),
+        ]),
+        &["--size 2.9 GiB is not a whole number of GiB", "--size 3G"],
     );
     bad(
         &go(&["--compress", "-o", &o("ecs.vhd")]),
