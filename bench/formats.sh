@@ -35,7 +35,8 @@ die() { echo "bench: error: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "run as root: building images needs it"
 cd "$repo"
 bash scripts/install-host-deps.sh >&2
-cargo build --release --locked -q -j 2 -p imgbuild --bin imgbuild --example convert
+cargo build --release --locked -q -j 2 -p imgbuild -p ecs-firstboot
+cargo build --release --locked -q -j 2 -p imgbuild --example convert
 IMGBUILD=$TARGET/release/imgbuild
 CONVERT=$TARGET/release/examples/convert
 rm -rf "$W" && mkdir -p "$W/logs" "$W/out" "$W/hand"
@@ -73,11 +74,11 @@ hand_ova() {
   (cd "$d" && for f in ecs.ovf ecs-disk1.vmdk; do echo "SHA256($f)= $(sha256sum "$f" | cut -d' ' -f1)"; done >ecs.mf)
   tar -C "$d" -cf "$1" ecs.ovf ecs.mf ecs-disk1.vmdk
 }
+# GCE's member must be named disk.raw: a sparse copy, made once, unmeasured.
+mkdir -p "$R/hand/gce"
+cp --sparse=always "$RAW" "$R/hand/gce/disk.raw"
 hand_gce() {
-  local d=$R/hand/gce
-  rm -rf "$d" && mkdir -p "$d"
-  ln "$RAW" "$d/disk.raw"
-  tar -C "$d" --format=oldgnu -Sczf "$1" disk.raw
+  tar -C "$R/hand/gce" --format=oldgnu -Sczf "$1" disk.raw
 }
 
 rows=""

@@ -81,4 +81,13 @@ if ! "$spdx_venv/bin/pip" show spdx-tools 2>/dev/null | grep -qx "Version: $spdx
   "$spdx_venv/bin/pip" install -q "spdx-tools==$spdx_version"
 fi
 
+# A second reader of the OVA the format tests run: the Common OVF Tool
+# (`cot info`), PyPI's, pinned, in its own venv.
+cot_venv=/opt/imgbuild-tests/cot
+cot_version=2.2.1
+if ! "$cot_venv/bin/pip" show cot 2>/dev/null | grep -qx "Version: $cot_version"; then
+  /usr/bin/python3 -m venv "$cot_venv"
+  "$cot_venv/bin/pip" install -q "cot==$cot_version"
+fi
+
 echo "install-host-deps: host packages in place"

@@ -218,8 +218,8 @@ fn image_format(image: &Path) -> anyhow::Result<String> {
     let by_name = Format::from_path(image);
     if let Some(f @ (Format::Ova | Format::Gce)) = by_name {
         return Err(bad_input(format!(
-            "{}: a {f} archive is not a disk QEMU boots: boot the disk inside it (the OVA's \
-             .vmdk, the GCE tar's disk.raw), or build another format",
+            "{}: {f} is an archive, not a disk QEMU boots: boot the disk inside it (the \
+             OVA's .vmdk, the GCE tar's disk.raw), or build another format",
             image.display()
         )));
     }

@@ -22,6 +22,9 @@ use qemu_tests::{fixtures, require_tool};
 
 static HEAVY: Mutex<()> = Mutex::new(());
 
+/// The Common OVF Tool, in the venv scripts/install-host-deps.sh makes.
+const COT: &str = "/opt/imgbuild-tests/cot/bin/cot";
+
 const ENV: &str = "#cloud-config\n\
 appliance:\n  domain: test.example.org\n  storage:\n    ignore: {data: true, volatile: true}\n\
 ecs:\n  settings: s\n  vault_encrypt: SECRET-ENCRYPT-KEY-42\n  vault_sign: SECRET-SIGN-KEY-42\n";
@@ -51,6 +54,10 @@ fn setup() -> std::sync::MutexGuard<'static, ()> {
     for t in TOOLS {
         require_tool(t).unwrap();
     }
+    assert!(
+        Path::new(COT).is_file(),
+        "{COT} is missing: run scripts/install-host-deps.sh"
+    );
     HEAVY.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -315,6 +322,46 @@ fn check_ova(ova: &Path, virtual_size: u64, scratch: &Path) {
         ),
         "ovf:/disk/vmdisk1"
     );
+    // A second reader of the whole OVA: the Common OVF Tool's summary of
+    // the disk and the hardware. (COT 2.2.1 checks an OVF 1.x manifest as
+    // SHA-1 whatever its lines say, and logs that as an error; the sums
+    // were checked with sha256sum above.)
+    let cot = Command::new(COT).args(["info", s(ova)]).output().unwrap();
+    assert!(cot.status.success(), "cot info: {cot:?}");
+    let summary = String::from_utf8_lossy(&cot.stdout);
+    let line = |start: &str| {
+        summary
+            .lines()
+            .find(|l| l.trim_start().starts_with(start))
+            .unwrap_or_else(|| panic!("no {start:?} in cot info:\n{summary}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let disk = line("ecs-disk1.vmdk");
+    let d: Vec<&str> = disk.split(' ').collect();
+    assert_eq!(&d[5..], ["harddisk", "@", "SCSI", "0:0"], "{summary}");
+    let unit = |u: &str| match u {
+        "MiB" => MIB as f64,
+        "GiB" => GIB as f64,
+        _ => panic!("unit {u:?} in {disk:?}"),
+    };
+    let capacity = d[3].parse::<f64>().unwrap() * unit(d[4]);
+    assert!(
+        (capacity - virtual_size as f64).abs() < virtual_size as f64 / 100.0,
+        "cot's capacity {disk:?}, want {virtual_size} bytes"
+    );
+    assert_eq!(line("SCSI device types:"), "SCSI device types: lsilogic");
+    assert_eq!(
+        line("Ethernet device types:"),
+        "Ethernet device types: E1000"
+    );
+    assert!(
+        line("None (default)").starts_with("None (default) 2 4 GiB 1 0 1"),
+        "{summary}"
+    );
+    assert_eq!(line("Network adapter 1"), "Network adapter 1 : VM Network");
+
     // The disk inside, by qemu-img.
     let i = info(&vmdk);
     assert_eq!(i["format"], "vmdk");
@@ -531,4 +578,15 @@ fn bad_format_arguments_exit_2_and_list_the_formats() {
         .filter(|n| n != "env.yml")
         .collect();
     assert!(left.is_empty(), "{left:?}");
+    // `imgbuild run` boots disks, not the archives that hold one.
+    for (name, what) in [
+        ("x.ova", "ova is an archive"),
+        ("x.tar.gz", "gce is an archive"),
+    ] {
+        fs::write(work.path().join(name), b"not a disk").unwrap();
+        bad(
+            &imgbuild(&["run", &o(name)]),
+            &[what, "not a disk QEMU boots"],
+        );
+    }
 }

@@ -195,7 +195,7 @@ const METADATA_REGION: [u8; 16] = [
 /// Sets what qemu-img draws at random in a VHDX to values derived from
 /// `uuid`: in both headers (64 and 128 KiB) the file and data write GUIDs
 /// and the sequence numbers (1 and 2, in qemu-img's order), the GUID of
-/// the log entry qemu-img leaves (unreferenced: the headers' log GUID is
+/// every log entry qemu-img leaves (unreferenced: the headers' log GUID is
 /// zero), the page 83 ID in the metadata; and the checksums again.
 pub fn set_vhdx_identity(path: &Path, uuid: [u8; 16]) -> Result<()> {
     let f = open_rw(path)?;
@@ -222,6 +222,7 @@ pub fn set_vhdx_identity(path: &Path, uuid: [u8; 16]) -> Result<()> {
     }
     let second_newer = le64(&headers[1], 8) > le64(&headers[0], 8);
     let log_offset = le64(&headers[0], 72);
+    let headers_log = headers[0].clone();
     for (i, (at, mut h)) in H.into_iter().zip(headers).enumerate() {
         let seq = if (i == 1) == second_newer { 2u64 } else { 1 };
         h[8..16].copy_from_slice(&seq.to_le_bytes());
@@ -231,27 +232,35 @@ pub fn set_vhdx_identity(path: &Path, uuid: [u8; 16]) -> Result<()> {
         h[4..8].copy_from_slice(&sum.to_le_bytes());
         f.write_all_at(&h, at)?;
     }
-    // The log entry, if qemu-img left one.
-    let e = read(log_offset, 4096)?;
-    if &e[..4] == b"loge" {
-        let len = le32(&e, 8) as usize;
-        if !(4096..=1 << 20).contains(&len) || len & 4095 != 0 {
+    // The log entries qemu-img left (one per metadata write it logged), all
+    // stale: the headers' log GUID is zero.
+    let log_len = le32(&headers_log, 68) as u64;
+    let mut at = log_offset;
+    while at + 4096 <= log_offset + log_len {
+        let e = read(at, 4096)?;
+        if &e[..4] != b"loge" {
+            at += 4096;
+            continue;
+        }
+        let len = le32(&e, 8) as u64;
+        if len < 4096 || len & 4095 != 0 || at + len > log_offset + log_len {
             bail!(
-                "{}: the VHDX log entry's length {len} is not valid",
+                "{}: a VHDX log entry's length {len} is not valid",
                 path.display()
             );
         }
-        let mut e = read(log_offset, len)?;
+        let mut e = read(at, len as usize)?;
         if le32(&e, 4) != vhdx_checksum(&e) {
             bail!(
-                "{}: the VHDX log entry's checksum is not valid",
+                "{}: a VHDX log entry's checksum is not valid",
                 path.display()
             );
         }
         e[32..48].copy_from_slice(&derive(uuid, "log"));
         let sum = vhdx_checksum(&e);
         e[4..8].copy_from_slice(&sum.to_le_bytes());
-        f.write_all_at(&e, log_offset)?;
+        f.write_all_at(&e, at)?;
+        at += len;
     }
     // The region table (192 KiB) → the metadata region → its page 83 item.
     let rt = read(192 << 10, 64 << 10)?;
