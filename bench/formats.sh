@@ -109,9 +109,14 @@ for fmt in qcow2 vmdk vhd vhdx vdi ova gce; do
   theirs=$(vals "hand-$fmt" | median)
   ratio=$(awk -v a="$ours" -v b="$theirs" 'BEGIN { printf "%.2f", a / b }')
   rows+="| $fmt | $(vals "img-$fmt" | paste -sd' ' -) | **$ours** | $(sizes "$R/first.$ext") | $same | $how | $(vals "hand-$fmt" | paste -sd' ' -) | **$theirs** | $(sizes "$hand") | $ratio |"$'\n'
-  rm -f "$R/first.$ext"
+  # Only the figures are kept: the disk is shared, and every format is an
+  # image's size again.
+  rm -f "$R/first.$ext" "$hand"
+  [ "$fmt" = ova ] || rm -f "$out"
+  rm -rf "$R/hand/ova"
 done
 rows=${rows%$'\n'}
+rm -rf "$R/out" "$R/hand"
 
 block=$(cat <<EOF2
 <!-- bench/formats.sh: begin -->

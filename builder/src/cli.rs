@@ -272,7 +272,8 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The image to boot (as imgbuild wrote it: raw, qcow2, vmdk).
+    /// The image to boot (as imgbuild wrote it: raw, qcow2, vmdk, vhd, vhdx
+    /// or vdi; an OVA or GCE tar holds its disk inside).
     pub image: PathBuf,
 
     /// The seed ISO to attach (default: NAME.seed.iso beside NAME.qcow2,
