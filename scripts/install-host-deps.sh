@@ -41,6 +41,7 @@ base_pkgs=(
   openssl             # imgbuild env check verifies the env's TLS pair; boot tests make a test CA
   zstd                # layer cache entries
   xorriso genisoimage # seed ISO checks in tests (isoinfo is in genisoimage)
+  libxml2-utils       # xmllint checks the OVA's OVF descriptor in the format tests
   dosfstools mtools   # ESP creation and vfat seed tests
   gdisk fdisk         # sgdisk -v checks of built images
   util-linux          # blkid
@@ -78,6 +79,15 @@ spdx_version=0.8.5
 if ! "$spdx_venv/bin/pip" show spdx-tools 2>/dev/null | grep -qx "Version: $spdx_version"; then
   /usr/bin/python3 -m venv "$spdx_venv"
   "$spdx_venv/bin/pip" install -q "spdx-tools==$spdx_version"
+fi
+
+# A second reader of the OVA the format tests run: the Common OVF Tool
+# (`cot info`), PyPI's, pinned, in its own venv.
+cot_venv=/opt/imgbuild-tests/cot
+cot_version=2.2.1
+if ! "$cot_venv/bin/pip" show cot 2>/dev/null | grep -qx "Version: $cot_version"; then
+  /usr/bin/python3 -m venv "$cot_venv"
+  "$cot_venv/bin/pip" install -q "cot==$cot_version"
 fi
 
 echo "install-host-deps: host packages in place"

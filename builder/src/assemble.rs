@@ -29,8 +29,12 @@ pub const BAKED_ENV: &str = "app/env.yml";
 /// Settings of the disk assembly (everything after the tree).
 #[derive(Clone, Debug)]
 pub struct DiskOptions {
-    /// The disk's virtual size; `None`: the tree plus headroom.
+    /// The disk's virtual size; `None`: the tree plus headroom, rounded up
+    /// to a whole `size_unit`.
     pub size: Option<u64>,
+    /// What a default size is rounded up to: a MiB, or what the output's
+    /// format needs (a GiB for GCE).
+    pub size_unit: u64,
     /// Kernel arguments added after the defaults.
     pub cmdline: String,
     /// The env to bake in at /app/env.yml.
@@ -131,7 +135,10 @@ fn plan(tree: &Path, opts: &DiskOptions) -> Result<Plan> {
     let (min_root, default_root) = ext4::sizes(&usage);
     let min_disk = min_root + fixed_overhead();
     let root_size = match opts.size {
-        None => default_root,
+        None => {
+            let unit = opts.size_unit.max(MIB);
+            disk::round_up(default_root + fixed_overhead(), unit) - fixed_overhead()
+        }
         Some(s) if s < min_disk => {
             return Err(bad_input(format!(
                 "--size {} is too small: this tree needs a disk of at least {} \

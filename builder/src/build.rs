@@ -103,11 +103,7 @@ impl Outputs {
     /// it (named after the image, so two images can share a directory).
     pub fn plan(opts: &BuildOptions) -> Outputs {
         let dir = out_dir(&opts.output);
-        let stem = opts
-            .output
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "image".into());
+        let stem = Format::stem(&opts.output);
         Outputs {
             image: opts.output.clone(),
             seed: (!opts.bake_env).then(|| {
@@ -169,6 +165,7 @@ pub fn run(opts: &BuildOptions) -> Result<()> {
             let stack = resolve_layers(opts, &progress)?;
             let disk_opts = DiskOptions {
                 size: opts.size,
+                size_unit: input.format.size_unit(),
                 cmdline: opts.cmdline.clone(),
                 baked_env: opts.bake_env.then(|| input.env_bytes.clone()),
                 source_date_epoch: stack.as_ref().map(|s| s.source_date_epoch()),
@@ -242,6 +239,7 @@ fn check_inputs(opts: &BuildOptions) -> Result<Inputs> {
             "--compress needs a qcow2 output, not {format}"
         )));
     }
+    check_format_limits(opts, format)?;
     let outs = Outputs::plan(opts);
     check_outputs(&outs, opts.force)?;
     check_distinct(&outs, &opts.env)?;
@@ -259,6 +257,31 @@ fn check_inputs(opts: &BuildOptions) -> Result<Inputs> {
         env_bytes,
         env,
     })
+}
+
+/// What a format asks of the size and the name: GCE a disk of whole GiB
+/// (an explicit `--size` that is not is refused; the default is rounded up
+/// when the disk is planned, see [`Format::size_unit`]), an OVA a name its
+/// tar members fit.
+fn check_format_limits(opts: &BuildOptions, format: Format) -> Result<()> {
+    // Every disk is whole MiB (the planner rounds --size up to one); only
+    // a larger unit is a reason to refuse.
+    let unit = format.size_unit();
+    if let Some(size) = opts.size.filter(|s| unit > 1 << 20 && s % unit != 0) {
+        return Err(bad_input(format!(
+            "--size {} is not a whole number of GiB, as a {format} image needs: use --size {}G",
+            human(size),
+            size.div_ceil(1 << 30)
+        )));
+    }
+    let stem = Format::stem(&opts.output);
+    if format == Format::Ova && stem.len() > output::ova::MAX_NAME {
+        return Err(bad_input(format!(
+            "the image's name {stem:?} is too long for an OVA: at most {} bytes",
+            output::ova::MAX_NAME
+        )));
+    }
+    Ok(())
 }
 
 /// The build's work directory beside the output (removed when dropped) and
@@ -642,15 +665,19 @@ fn make_image(
     })
 }
 
-/// Step: the raw disk → the image in its format, synced.
+/// Step: the raw disk → the image in its format (see
+/// [`output::write_image`]), synced; the raw disk is removed.
 fn convert(a: &Assembled, image_tmp: &Path, format: Format, compress: bool) -> Result<()> {
     match format {
         Format::Raw => fs::rename(&a.raw, image_tmp)?,
-        Format::Qcow2 => output::convert(&a.raw, image_tmp, format, compress)?,
-        Format::Vmdk => {
-            output::convert(&a.raw, image_tmp, format, false)?;
-            let g = a.layout.disk_guid.0;
-            output::set_vmdk_cid(image_tmp, u32::from_be_bytes([g[0], g[1], g[2], g[3]]))?;
+        _ => {
+            let id = output::Identity {
+                name: Format::stem(image_tmp),
+                disk_guid: a.layout.disk_guid.0,
+                epoch: a.source_date_epoch,
+            };
+            output::write_image(&a.raw, image_tmp, format, compress, &id)?;
+            fs::remove_file(&a.raw).with_context(|| format!("removing {}", a.raw.display()))?;
         }
     }
     File::open(image_tmp)

@@ -117,11 +117,15 @@ pub struct BuildArgs {
     #[arg(long, value_name = "FILE", required = true)]
     pub env: Option<PathBuf>,
 
-    /// The image to write; its suffix picks the format (.raw, .img, .qcow2, .vmdk).
+    /// The image to write; its suffix picks the format: .raw, .img, .qcow2,
+    /// .vmdk (stream-optimized), .vhd (fixed, Azure), .vhdx (Hyper-V), .vdi
+    /// (VirtualBox), .ova (OVF + VMDK, VirtualBox and VMware), .tar.gz (GCE:
+    /// disk.raw in a GNU tar; the disk a whole number of GiB).
     #[arg(short, long, value_name = "IMAGE", required = true)]
     pub output: Option<PathBuf>,
 
-    /// The image format (raw, qcow2, vmdk) when the suffix does not say.
+    /// The image format when the suffix does not say: raw, qcow2, vmdk,
+    /// vhd, vhdx, vdi, ova or gce.
     #[arg(long, value_name = "FORMAT")]
     pub format: Option<String>,
 
@@ -268,7 +272,8 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The image to boot (as imgbuild wrote it: raw, qcow2, vmdk).
+    /// The image to boot (as imgbuild wrote it: raw, qcow2, vmdk, vhd, vhdx
+    /// or vdi; an OVA or GCE tar holds its disk inside).
     pub image: PathBuf,
 
     /// The seed ISO to attach (default: NAME.seed.iso beside NAME.qcow2,

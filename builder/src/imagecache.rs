@@ -73,7 +73,7 @@ pub struct ImageInputs {
     pub cmdline: String,
     /// sha256 of the env baked into the image (`--bake-env`).
     pub baked_env: Option<String>,
-    /// The output's file name, for formats whose bytes contain it (vmdk).
+    /// The output's file name, for formats whose bytes contain it (vmdk, ova).
     pub file_name: Option<String>,
     /// sha256 of the imgbuild executable.
     pub imgbuild: String,
@@ -146,7 +146,8 @@ impl Programs {
 /// - `--cmdline`, verbatim;
 /// - with `--bake-env`, the sha256 of the env's bytes (otherwise the env
 ///   goes only to the seed, which is written fresh by every build);
-/// - for vmdk, the output's file name (the descriptor names its file);
+/// - for vmdk and ova, the output's file name (a VMDK's descriptor names
+///   its file, an OVA's members are named after the image);
 /// - the sha256 of the running imgbuild executable;
 /// - the sha256 of each host program that writes the disk ([`DISK_TOOLS`]).
 ///
@@ -162,7 +163,7 @@ pub fn image_inputs(spec: &ImageSpec, programs: &Programs) -> ImageInputs {
         size: spec.size,
         cmdline: spec.cmdline.to_string(),
         baked_env: spec.baked_env.map(|e| hex::encode(Sha256::digest(e))),
-        file_name: (spec.format == Format::Vmdk).then(|| {
+        file_name: spec.format.name_in_bytes().then(|| {
             spec.output
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())

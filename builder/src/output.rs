@@ -1,7 +1,17 @@
 //! The build's outputs: the image in its format, `SHA256SUMS` and the manifest.
+//!
+//! The formats ([`Format`]) and the conversion of the raw disk into each
+//! ([`write_image`]): qemu-img for the disk formats, with [`stamp`] making
+//! their identifiers reproducible; the archives written in process, [`ova`]
+//! (OVF descriptor, manifest and VMDK) and [`gcetar`] (GCE's `disk.raw` in
+//! a sparse GNU tar, gzipped).
+
+pub mod gcetar;
+pub mod ova;
+pub mod stamp;
 
 use std::fmt;
-use std::fs::File;
+use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::Path;
 
@@ -9,38 +19,105 @@ use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
 use crate::exit::bad_input;
+pub use stamp::set_vmdk_cid;
 
-/// An image format `qemu-img` writes.
+/// An output format: a disk image format `qemu-img` writes, or one of the
+/// archives written here (OVA, GCE tar).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     Raw,
     Qcow2,
+    /// Stream-optimized, as ESXi and vSphere import it.
     Vmdk,
+    /// Fixed, its virtual size a whole number of MiB (Azure).
+    Vhd,
+    /// Dynamic (Hyper-V).
+    Vhdx,
+    /// Dynamic (VirtualBox).
+    Vdi,
+    /// OVF descriptor, manifest and stream-optimized VMDK (VirtualBox, VMware).
+    Ova,
+    /// `disk.raw` in a GNU tar, gzipped (Google Compute Engine).
+    Gce,
 }
 
 impl Format {
-    /// The format a file name asks for, by its suffix.
-    pub fn from_path(path: &Path) -> Option<Format> {
-        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
-        match ext.as_str() {
-            "raw" | "img" => Some(Format::Raw),
-            "qcow2" => Some(Format::Qcow2),
-            "vmdk" => Some(Format::Vmdk),
-            _ => None,
+    /// Every format, in the order messages list them.
+    pub const ALL: [Format; 8] = [
+        Format::Raw,
+        Format::Qcow2,
+        Format::Vmdk,
+        Format::Vhd,
+        Format::Vhdx,
+        Format::Vdi,
+        Format::Ova,
+        Format::Gce,
+    ];
+
+    /// The file name suffixes that ask for the format.
+    pub fn suffixes(self) -> &'static [&'static str] {
+        match self {
+            Format::Raw => &["raw", "img"],
+            Format::Qcow2 => &["qcow2"],
+            Format::Vmdk => &["vmdk"],
+            Format::Vhd => &["vhd"],
+            Format::Vhdx => &["vhdx"],
+            Format::Vdi => &["vdi"],
+            Format::Ova => &["ova"],
+            Format::Gce => &["tar.gz"],
         }
     }
 
-    /// Parses `--format`.
-    pub fn parse(s: &str) -> Result<Format> {
-        match s.to_ascii_lowercase().as_str() {
-            "raw" | "img" => Ok(Format::Raw),
-            "qcow2" => Ok(Format::Qcow2),
-            "vmdk" => Ok(Format::Vmdk),
-            _ => Err(bad_input(format!(
-                "unknown image format {s:?}: use raw, qcow2 or vmdk"
-            ))),
+    /// The suffix of `path`'s name that names a format, and the format.
+    fn suffix_of(path: &Path) -> Option<(Format, &'static str)> {
+        let name = path.file_name()?.to_str()?.to_ascii_lowercase();
+        Format::ALL.into_iter().find_map(|f| {
+            f.suffixes()
+                .iter()
+                .find(|s| {
+                    name.len() > s.len() + 1
+                        && name.ends_with(*s)
+                        && name.as_bytes()[name.len() - s.len() - 1] == b'.'
+                })
+                .map(|s| (f, *s))
+        })
+    }
+
+    /// The format a file name asks for, by its suffix.
+    pub fn from_path(path: &Path) -> Option<Format> {
+        Format::suffix_of(path).map(|(f, _)| f)
+    }
+
+    /// The image's name: the output's file name without the suffix that
+    /// names its format (`ecs.tar.gz` → `ecs`), else without its last
+    /// extension. The seed, sums and manifest are named after it.
+    pub fn stem(path: &Path) -> String {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match Format::suffix_of(path) {
+            Some((_, s)) => name[..name.len() - s.len() - 1].to_string(),
+            None => path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "image".into()),
         }
+    }
+
+    /// Parses `--format`: a format's name or one of its suffixes.
+    pub fn parse(s: &str) -> Result<Format> {
+        let l = s.to_ascii_lowercase();
+        Format::ALL
+            .into_iter()
+            .find(|f| f.as_str() == l || f.suffixes().contains(&l.as_str()))
+            .ok_or_else(|| {
+                bad_input(format!(
+                    "unknown image format {s:?}: use one of {}",
+                    Format::ALL.map(Format::as_str).join(", ")
+                ))
+            })
     }
 
     /// The format for `output`: `--format` if given, else the suffix; a
@@ -60,10 +137,17 @@ impl Format {
                 }
             }
             None => Format::from_path(output).ok_or_else(|| {
+                let all: Vec<String> = Format::ALL
+                    .iter()
+                    .flat_map(|f| f.suffixes())
+                    .map(|s| format!(".{s}"))
+                    .collect();
                 bad_input(format!(
-                    "cannot tell the image format from {:?}: name it .raw, .img, .qcow2 or \
-                     .vmdk, or pass --format",
-                    output.display().to_string()
+                    "cannot tell the image format from {:?}: name it {}, or pass --format \
+                     ({})",
+                    output.display().to_string(),
+                    all.join(", "),
+                    Format::ALL.map(Format::as_str).join(", ")
                 ))
             }),
         }
@@ -74,7 +158,41 @@ impl Format {
             Format::Raw => "raw",
             Format::Qcow2 => "qcow2",
             Format::Vmdk => "vmdk",
+            Format::Vhd => "vhd",
+            Format::Vhdx => "vhdx",
+            Format::Vdi => "vdi",
+            Format::Ova => "ova",
+            Format::Gce => "gce",
         }
+    }
+
+    /// The name `qemu-img` and QEMU give the format, for those it writes
+    /// and reads as a disk (`vpc` for VHD); `None` for the archives.
+    pub fn qemu_name(self) -> Option<&'static str> {
+        match self {
+            Format::Raw => Some("raw"),
+            Format::Qcow2 => Some("qcow2"),
+            Format::Vmdk => Some("vmdk"),
+            Format::Vhd => Some("vpc"),
+            Format::Vhdx => Some("vhdx"),
+            Format::Vdi => Some("vdi"),
+            Format::Ova | Format::Gce => None,
+        }
+    }
+
+    /// What the disk's virtual size must be a multiple of: a GiB for GCE,
+    /// else a MiB (every disk is; Azure requires it of a VHD).
+    pub fn size_unit(self) -> u64 {
+        match self {
+            Format::Gce => gcetar::GIB,
+            _ => 1 << 20,
+        }
+    }
+
+    /// Whether the output's file name reaches its bytes (a VMDK's
+    /// descriptor names its file; an OVA names its members after the image).
+    pub fn name_in_bytes(self) -> bool {
+        matches!(self, Format::Vmdk | Format::Ova)
     }
 }
 
@@ -84,14 +202,19 @@ impl fmt::Display for Format {
     }
 }
 
-/// Converts the raw image `raw` into `out` in `format` (a raw output is a
-/// sparse copy). `compress` asks for compressed qcow2 clusters.
+/// Converts the raw image `raw` into `out` in a format qemu-img writes (a
+/// raw output is a sparse copy). `compress` asks for compressed qcow2
+/// clusters. The archives (OVA, GCE) are [`write_image`]'s.
 ///
 /// qemu-img runs with one coroutine (`-m 1`) and in-order writes, so the
-/// same input gives the same bytes.
+/// same input gives the same bytes, but for the identifiers and times of
+/// VMDK, VHD, VDI and VHDX, which [`write_image`] sets ([`stamp`]).
 pub fn convert(raw: &Path, out: &Path, format: Format, compress: bool) -> Result<()> {
+    let Some(name) = format.qemu_name() else {
+        bail!("{format} is not a format qemu-img writes");
+    };
     let mut cmd = seeds::cmd::command("qemu-img", ["convert", "-q", "-f", "raw", "-O"]);
-    cmd.arg(format.as_str()).args(["-m", "1"]);
+    cmd.arg(name).args(["-m", "1"]);
     match format {
         Format::Qcow2 => {
             cmd.args(["-o", "compat=1.1,lazy_refcounts=off"]);
@@ -103,63 +226,93 @@ pub fn convert(raw: &Path, out: &Path, format: Format, compress: bool) -> Result
             // streamOptimized is what clouds and VMware import.
             cmd.args(["-o", "subformat=streamOptimized"]);
         }
+        Format::Vhd => {
+            // Fixed, and the virtual size exactly the disk's (not rounded
+            // to a CHS geometry): what Azure takes.
+            cmd.args(["-o", "subformat=fixed,force_size=on"]);
+        }
         Format::Raw => {
             cmd.args(["-S", "4k"]);
         }
+        Format::Vhdx | Format::Vdi | Format::Ova | Format::Gce => {}
     }
     cmd.arg(raw).arg(out);
     seeds::cmd::run(&mut cmd).with_context(|| format!("converting the image to {format}"))?;
     Ok(())
 }
 
-/// Replaces the random content ID qemu-img writes into a VMDK's descriptor
-/// (`CID=xxxxxxxx`) with `cid`, so the same input gives the same bytes.
-pub fn set_vmdk_cid(path: &Path, cid: u32) -> Result<()> {
-    use std::os::unix::fs::FileExt;
-    let f = File::options()
-        .read(true)
-        .write(true)
-        .open(path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    // The sparse extent's header names the descriptor's place: offset and
-    // size in sectors, at bytes 28 and 36 (little-endian u64).
-    let mut header = [0u8; 512];
-    f.read_exact_at(&mut header, 0)
-        .with_context(|| format!("reading {}", path.display()))?;
-    if &header[..4] != b"KDMV" {
-        bail!("{} is not a sparse VMDK extent", path.display());
+/// What makes one build's outputs its own, for the formats that carry
+/// identifiers and names.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    /// The image's name (see [`Format::stem`]).
+    pub name: String,
+    /// The disk's GUID: VMDK CID, VHD and VDI UUIDs derive from it.
+    pub disk_guid: [u8; 16],
+    /// `SOURCE_DATE_EPOCH`: VHD's time stamp, the archives' mtimes.
+    pub epoch: i64,
+}
+
+/// The raw disk `raw` → `out` in `format`, reproducibly (see [`stamp`]);
+/// `raw` is left in place. `compress`: compressed qcow2
+/// clusters.
+pub fn write_image(
+    raw: &Path,
+    out: &Path,
+    format: Format,
+    compress: bool,
+    id: &Identity,
+) -> Result<()> {
+    let g = id.disk_guid;
+    let cid = u32::from_be_bytes([g[0], g[1], g[2], g[3]]);
+    match format {
+        Format::Raw | Format::Qcow2 => convert(raw, out, format, compress)?,
+        Format::Vhdx => {
+            convert(raw, out, format, false)?;
+            stamp::set_vhdx_identity(out, g)?;
+        }
+        Format::Vmdk => {
+            convert(raw, out, format, false)?;
+            set_vmdk_cid(out, cid)?;
+        }
+        Format::Vhd => {
+            convert(raw, out, format, false)?;
+            stamp::set_vhd_identity(out, g, id.epoch)?;
+        }
+        Format::Vdi => {
+            convert(raw, out, format, false)?;
+            stamp::set_vdi_identity(out, g)?;
+        }
+        Format::Ova => {
+            let dir = out.parent().filter(|d| !d.as_os_str().is_empty());
+            let tmp = tempfile::Builder::new()
+                .prefix(".ova-")
+                .tempdir_in(dir.unwrap_or(Path::new(".")))
+                .context("creating a work directory for the OVA's disk")?;
+            let [_, _, disk] = ova::member_names(&id.name);
+            let vmdk = tmp.path().join(disk);
+            convert(raw, &vmdk, Format::Vmdk, false)?;
+            set_vmdk_cid(&vmdk, cid)?;
+            let sha = sha256_file(&vmdk)?;
+            let capacity = fs::metadata(raw)
+                .with_context(|| format!("reading {}", raw.display()))?
+                .len();
+            ova::write_ova(
+                out,
+                &ova::OvaParts {
+                    name: &id.name,
+                    vmdk: &vmdk,
+                    vmdk_sha256: &sha,
+                    capacity,
+                    epoch: id.epoch,
+                },
+            )
+            .context("writing the OVA")?;
+        }
+        Format::Gce => {
+            gcetar::write_gce_tar(raw, out, id.epoch).context("writing the GCE image")?;
+        }
     }
-    let sectors = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().expect("8 bytes"));
-    let (offset, size) = (sectors(28) * 512, sectors(36) * 512);
-    if offset == 0 || size == 0 || size > 1 << 20 {
-        bail!("the VMDK's header has no embedded descriptor");
-    }
-    let mut region = vec![0u8; size as usize];
-    f.read_exact_at(&mut region, offset)?;
-    let end = region.iter().position(|&b| b == 0).unwrap_or(region.len());
-    let text = String::from_utf8_lossy(&region[..end]).into_owned();
-    // qemu-img writes the CID without leading zeros (`CID=%x`).
-    let mut found = false;
-    let new: String = text
-        .split_inclusive('\n')
-        .map(|l| match l.strip_prefix("CID=") {
-            Some(v) if !found && v.trim_end().chars().all(|c| c.is_ascii_hexdigit()) => {
-                found = true;
-                format!("CID={cid:08x}\n")
-            }
-            _ => l.to_string(),
-        })
-        .collect();
-    if !found {
-        bail!("the VMDK has no CID line in its descriptor");
-    }
-    if new.len() > region.len() {
-        bail!("the VMDK's descriptor has no room for its CID");
-    }
-    let mut out = new.into_bytes();
-    out.resize(region.len(), 0);
-    f.write_all_at(&out, offset)?;
-    f.sync_all()?;
     Ok(())
 }
 
@@ -215,35 +368,6 @@ mod tests {
     use std::path::PathBuf;
 
     #[test]
-    fn vmdk_cid_is_set_whatever_its_width() {
-        use std::fs;
-        // A sparse extent header naming a one-sector descriptor at sector 1,
-        // whose CID qemu-img wrote without leading zeros.
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("x.vmdk");
-        let mut img = vec![0u8; 1024];
-        img[..4].copy_from_slice(b"KDMV");
-        img[28..36].copy_from_slice(&1u64.to_le_bytes());
-        img[36..44].copy_from_slice(&1u64.to_le_bytes());
-        let desc = b"# Disk DescriptorFile\nversion=1\nCID=abc\nparentCID=ffffffff\ncreateType=\"monolithicSparse\"\n";
-        img[512..512 + desc.len()].copy_from_slice(desc);
-        fs::write(&p, &img).unwrap();
-        set_vmdk_cid(&p, 0x0123_4567).unwrap();
-        let after = fs::read(&p).unwrap();
-        let text = String::from_utf8_lossy(&after[512..]);
-        assert!(
-            text.starts_with("# Disk DescriptorFile\nversion=1\nCID=01234567\nparentCID=ffffffff\ncreateType=\"monolithicSparse\"\n\0"),
-            "{text:?}"
-        );
-        assert_eq!(after.len(), 1024);
-        set_vmdk_cid(&p, 0xdead_beef).unwrap();
-        assert!(String::from_utf8_lossy(&fs::read(&p).unwrap())
-            .contains("\nCID=deadbeef\nparentCID=ffffffff\n"));
-        fs::write(&p, b"not a vmdk").unwrap();
-        assert!(set_vmdk_cid(&p, 1).is_err());
-    }
-
-    #[test]
     fn format_by_suffix_or_flag() {
         let p = |s: &str| PathBuf::from(s);
         assert_eq!(Format::choose(&p("a.qcow2"), None).unwrap(), Format::Qcow2);
@@ -253,10 +377,45 @@ mod tests {
             Format::choose(&p("a.bin"), Some("raw")).unwrap(),
             Format::Raw
         );
-        let e = Format::choose(&p("a.vdi"), None).unwrap_err();
-        assert_eq!(crate::exit::code_for(&e), crate::exit::BAD_INPUT);
-        let e = Format::choose(&p("a.raw"), Some("vhdx")).unwrap_err();
+        for (name, f) in [
+            ("a.vhd", Format::Vhd),
+            ("a.VHDX", Format::Vhdx),
+            ("a.vdi", Format::Vdi),
+            ("a.ova", Format::Ova),
+            ("a.tar.gz", Format::Gce),
+        ] {
+            assert_eq!(Format::choose(&p(name), None).unwrap(), f, "{name}");
+        }
+        assert_eq!(
+            Format::choose(&p("a.bin"), Some("gce")).unwrap(),
+            Format::Gce
+        );
+        assert_eq!(
+            Format::choose(&p("a.bin"), Some("tar.gz")).unwrap(),
+            Format::Gce
+        );
+        assert_eq!(
+            Format::choose(&p("a.tar.gz"), Some("gce")).unwrap(),
+            Format::Gce
+        );
+        // A name that is only a suffix, or a plain .gz, names no format.
+        for name in ["a.gz", "tar.gz", ".vhd", "a.vpc"] {
+            let e = Format::choose(&p(name), None).unwrap_err();
+            assert_eq!(crate::exit::code_for(&e), crate::exit::BAD_INPUT);
+            assert!(
+                e.to_string().contains(".vhd, .vhdx, .vdi, .ova, .tar.gz"),
+                "{e}"
+            );
+        }
+        let e = Format::choose(&p("a.raw"), Some("vpc")).unwrap_err();
         assert!(e.to_string().contains("unknown image format"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("raw, qcow2, vmdk, vhd, vhdx, vdi, ova, gce"),
+            "{e}"
+        );
+        let e = Format::choose(&p("a.ova"), Some("vmdk")).unwrap_err();
+        assert!(e.to_string().contains("conflicts"), "{e}");
         assert_eq!(
             Format::choose(&p("a.IMG"), Some("raw")).unwrap(),
             Format::Raw
@@ -264,6 +423,16 @@ mod tests {
         let e = Format::choose(&p("x.qcow2"), Some("raw")).unwrap_err();
         assert_eq!(crate::exit::code_for(&e), crate::exit::BAD_INPUT);
         assert!(e.to_string().contains("conflicts"), "{e}");
+    }
+
+    #[test]
+    fn stems_drop_the_format_suffix() {
+        let st = |s: &str| Format::stem(Path::new(s));
+        assert_eq!(st("/x/ecs.tar.gz"), "ecs");
+        assert_eq!(st("ecs.qcow2"), "ecs");
+        assert_eq!(st("my.image.VHD"), "my.image");
+        assert_eq!(st("ecs.bin"), "ecs");
+        assert_eq!(st("x.gz"), "x");
     }
 
     #[test]

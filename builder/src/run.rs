@@ -205,14 +205,28 @@ pub fn run(opts: &RunOptions) -> anyhow::Result<()> {
 
 /// `NAME.seed.iso` beside `NAME.EXT`, when it exists.
 fn default_seed(image: &Path) -> Option<PathBuf> {
-    let stem = image.file_stem()?.to_string_lossy().into_owned();
+    let stem = crate::output::Format::stem(image);
     let seed = image.with_file_name(format!("{stem}.seed.iso"));
     seed.is_file().then_some(seed)
 }
 
-/// The image's format as `qemu-img info` reads it (its JSON output).
+/// The image's format as `qemu-img info` reads it (its JSON output). A
+/// fixed VHD has no header for QEMU to probe: a `.vhd` is read as `vpc`.
+/// The archives (OVA, GCE tar) are refused: the disk is inside.
 fn image_format(image: &Path) -> anyhow::Result<String> {
+    use crate::output::Format;
+    let by_name = Format::from_path(image);
+    if let Some(f @ (Format::Ova | Format::Gce)) = by_name {
+        return Err(bad_input(format!(
+            "{}: {f} is an archive, not a disk QEMU boots: boot the disk inside it (the \
+             OVA's .vmdk, the GCE tar's disk.raw), or build another format",
+            image.display()
+        )));
+    }
     let mut c = cmd::command("qemu-img", ["info", "--output=json"]);
+    if by_name == Some(Format::Vhd) {
+        c.args(["-f", "vpc"]);
+    }
     c.arg(image);
     let out = cmd::run(&mut c).context("reading the image's format")?;
     let info: serde_json::Value =

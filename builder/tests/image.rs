@@ -369,6 +369,9 @@ fn image_passes_the_tools_checks_and_is_reproducible() {
     assert_eq!(cat, ENV);
 }
 
+/// The same build as a fixed VHD (booted under SeaBIOS) and as a VHDX
+/// (under OVMF): two of the formats QEMU reads besides qcow2, which the boot
+/// suite boots.
 #[test]
 fn disk_boots_with_seabios_and_ovmf() {
     let _g = setup();
@@ -376,32 +379,38 @@ fn disk_boots_with_seabios_and_ovmf() {
     let work = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let tree = marker_tree(work.path());
     let env = write_env(work.path());
-    let image = work.path().join("ecs.qcow2");
-    let t = Instant::now();
-    ok(&imgbuild(&[
-        "--env",
-        env.to_str().unwrap(),
-        "--tree",
-        tree.to_str().unwrap(),
-        "--cmdline",
-        qemu_tests::TCG_SAFE_CMDLINE,
-        "-o",
-        image.to_str().unwrap(),
-    ]));
-    eprintln!("qcow2 build: {:.1}s", t.elapsed().as_secs_f64());
+    let image = |suffix: &str| work.path().join(format!("ecs.{suffix}"));
+    for suffix in ["vhd", "vhdx"] {
+        let t = Instant::now();
+        ok(&imgbuild(&[
+            "--env",
+            env.to_str().unwrap(),
+            "--tree",
+            tree.to_str().unwrap(),
+            "--cmdline",
+            qemu_tests::TCG_SAFE_CMDLINE,
+            "--force",
+            "-o",
+            image(suffix).to_str().unwrap(),
+        ]));
+        eprintln!("{suffix} build: {:.1}s", t.elapsed().as_secs_f64());
+    }
     fs::remove_dir_all(&tree).unwrap();
     let logs = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    for (fw, name) in [(Firmware::Bios, "bios"), (Firmware::Uefi, "uefi")] {
+    for (fw, name, suffix, format) in [
+        (Firmware::Bios, "bios", "vhd", "vpc"),
+        (Firmware::Uefi, "uefi", "vhdx", "vhdx"),
+    ] {
         let boot = Vm::new(logs.join(format!("disk-boot-{name}.log")))
             .firmware(fw)
-            .disk(&image, "qcow2")
+            .disk(image(suffix), format)
             .cdrom(work.path().join("ecs.seed.iso"))
             .snapshot(true)
             .timeout(Duration::from_secs(360))
             .run_until(&format!("{} firmware={name}", fixtures::BOOT_MARKER))
-            .unwrap_or_else(|e| panic!("{name} boot: {e:#}"));
+            .unwrap_or_else(|e| panic!("{name} boot of the {suffix}: {e:#}"));
         eprintln!(
-            "{name}: marker after {:.1}s ({:?})",
+            "{name} from the {suffix}: marker after {:.1}s ({:?})",
             boot.marker_after.as_secs_f64(),
             boot.accel
         );
@@ -424,7 +433,7 @@ fn bad_input_exits_2_and_says_what_is_wrong() {
         "does not exist",
     );
     bad(
-        &imgbuild(&["--env", env_s, "--tree", big, "-o", &o("ecs.vdi")]),
+        &imgbuild(&["--env", env_s, "--tree", big, "-o", &o("ecs.vpc")]),
         "cannot tell the image format",
     );
     bad(
@@ -434,7 +443,7 @@ fn bad_input_exits_2_and_says_what_is_wrong() {
             "--tree",
             big,
             "--format",
-            "vhdx",
+            "vpc",
             "-o",
             &o("x.img"),
         ]),

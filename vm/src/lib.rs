@@ -207,7 +207,8 @@ impl Vm {
         self
     }
 
-    /// A virtio disk (`format`: raw, qcow2, vmdk).
+    /// A virtio disk (`format` as QEMU names it: raw, qcow2, vmdk, vpc (VHD),
+    /// vhdx, vdi).
     pub fn disk(mut self, path: impl Into<PathBuf>, format: &str) -> Vm {
         self.drives.push(Drive {
             path: path.into(),

@@ -279,14 +279,40 @@ pub fn flatten(progs: &Programs, env: &Path) -> Result<String> {
     )
 }
 
-/// A fresh qcow2 overlay over `base`, enlarged to `size` with `qemu-img resize`.
+/// The format QEMU reads `base` as, by its suffix: qcow2, vmdk, vpc (`.vhd`),
+/// vhdx, vdi, else raw.
+pub fn backing_format(base: &Path) -> &'static str {
+    let ext = base
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "qcow2" => "qcow2",
+        "vmdk" => "vmdk",
+        "vhd" => "vpc",
+        "vhdx" => "vhdx",
+        "vdi" => "vdi",
+        _ => "raw",
+    }
+}
+
+/// A fresh qcow2 overlay over `base` (any format QEMU reads, see
+/// [`backing_format`]), enlarged to `size` with `qemu-img resize`.
 pub fn overlay(base: &Path, dir: &Path, name: &str, size: &str) -> Result<PathBuf> {
     fs::create_dir_all(dir)?;
     let p = dir.join(name);
     let _ = fs::remove_file(&p);
     run(
         Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+            .args([
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-F",
+                backing_format(base),
+                "-b",
+            ])
             .arg(base)
             .arg(&p),
         "qemu-img create (overlay)",
