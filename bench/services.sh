@@ -76,8 +76,9 @@ for top in "${stacks[@]}"; do
     fi
     rm -f "$ov"
   done
-  med=$(printf '%s\n' "${times[@]}" | grep -v '^fail$' | median || true)
-  [ -n "$med" ] || die "no boot of the layers up to $top reached 'appliance: ready'"
+  ok_times=$(printf '%s\n' "${times[@]}" | grep -v '^fail$' || true)
+  [ -n "$ok_times" ] || die "no boot of the layers up to $top reached 'appliance: ready'"
+  med=$(printf '%s\n' "$ok_times" | median)
   rows+=("$top|$bytes|$pkgs|${times[*]}|$med")
   log "$top: $((bytes / 1048576)) MiB, $pkgs packages, ready after $med s"
 done
