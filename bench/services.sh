@@ -91,7 +91,7 @@ section=$W/section.md
   echo
   echo "\`BOOT_RUNS=$BOOT_RUNS bash bench/services.sh\`, commit $commit, $(date -u '+%Y-%m-%d %H:%M') UTC, on this"
   echo "machine ($(nproc) cores, load at the end $(cut -d' ' -f1-3 /proc/loadavg)), Ubuntu noble, release build. Each row is the"
-  echo "default image with the layers up to that one; boots: QEMU TCG, UEFI, 2 vCPUs, a fresh overlay"
+  echo "default image with the layers up to that one; boots: QEMU TCG, UEFI, 1 vCPU and 1 GiB (bench/boot.py's defaults), a fresh overlay"
   echo "of 8 GiB, the example env with the volumes as directories, to the console's \"appliance: ready\"."
   echo
   echo '| layers up to | qcow2 (MiB) | + MiB | packages | boots to ready (s) | median (s) | + s |'
