@@ -40,7 +40,8 @@ base_pkgs=(
   python3-venv        # the SBOM tests' SPDX validator (pyspdxtools, from PyPI, in its own venv below)
   openssl             # imgbuild env check verifies the env's TLS pair; boot tests make a test CA
   zstd                # layer cache entries
-  xorriso genisoimage # seed ISO checks in tests (isoinfo is in genisoimage)
+  xorriso genisoimage # seed ISO checks in tests (isoinfo is in genisoimage; genisoimage -udf makes the UDF fixtures)
+  udftools            # UDF seed reader tests: mkudffs makes a UDF 2.01 volume, udfinfo checks every fixture
   libxml2-utils       # xmllint checks the OVA's OVF descriptor in the format tests
   dosfstools mtools   # ESP creation and vfat seed tests
   gdisk fdisk         # sgdisk -v checks of built images

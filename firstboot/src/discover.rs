@@ -528,7 +528,7 @@ fn azure_source(s: &Sources, base: &str, deadline: Instant) -> (String, Result<O
     (origin, Ok(got))
 }
 
-/// The first CD-ROM (`sr*`) whose ISO9660 volume carries `ovf-env.xml`:
+/// The first CD-ROM (`sr*`) whose ISO9660 or UDF volume carries `ovf-env.xml`:
 /// (device, its bytes); an error when one has it but it cannot be read.
 fn scan_ovf_env(s: &Sources) -> Option<Result<(String, Vec<u8>)>> {
     let names = block_devices(s).ok()?;

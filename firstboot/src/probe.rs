@@ -3,7 +3,7 @@
 //! - Signatures (filesystems, partition tables, LVM, LUKS, RAID, swap...),
 //!   in two tiers:
 //!   1. [`quick`]: in process, a handful of reads per device, for the kinds
-//!      an appliance meets (ext2/3/4, xfs, btrfs, vfat, iso9660, swap, LUKS,
+//!      an appliance meets (ext2/3/4, xfs, btrfs, vfat, iso9660, udf, swap, LUKS,
 //!      LVM2, MD RAID, ntfs, f2fs, bcache, GPT, protective and DOS MBRs), with
 //!      libblkid's names and labels. Written here rather than linked from
 //!      libblkid because under emulation (the only accelerator in CI) a
@@ -259,6 +259,7 @@ pub fn quick(path: &Path) -> io::Result<Vec<Signature>> {
     let fat_or_iso = seeds::seed::probe(&f);
     match &fat_or_iso {
         Some((seeds::seed::FsKind::Iso9660, label)) => add("iso9660", Some(label.trim().into())),
+        Some((seeds::seed::FsKind::Udf, label)) => add("udf", Some(label.trim().into())),
         Some((_, label)) => add("vfat", Some(label.trim().into())),
         None => {}
     }
@@ -267,7 +268,7 @@ pub fn quick(path: &Path) -> io::Result<Vec<Signature>> {
         if entries.iter().any(|e| e[4] == 0xEE) {
             add("PMBR", None);
         } else if !ntfs
-            && !matches!(fat_or_iso, Some((k, _)) if k != seeds::seed::FsKind::Iso9660)
+            && !matches!(fat_or_iso, Some((k, _)) if k.blkid_type() == "vfat")
             && entries.iter().all(|e| e[0] == 0 || e[0] == 0x80)
             && entries.iter().any(|e| e[4] != 0)
         {
@@ -559,6 +560,13 @@ mod tests {
             made_by(p, "btrfs", 320, "mkfs.btrfs", &["-q", "-L", "blabel"]),
             made_by(p, "swap", 16, "mkswap", &["-L", "sw"]),
             made_by(p, "vfat", 64, "mkfs.vfat", &["-n", "ESPLABEL"]),
+            made_by(
+                p,
+                "udf",
+                8,
+                "mkudffs",
+                &["--media-type=hd", "--blocksize=2048", "--label=prov"],
+            ),
             made_by(p, "gpt", 16, "sgdisk", &["-o"]),
             dos,
             iso,
@@ -594,6 +602,7 @@ mod tests {
         assert_eq!(kinds("gpt"), ["PMBR", "gpt"]);
         assert_eq!(kinds("dos"), ["dos"]);
         assert_eq!(kinds("seed.iso"), ["iso9660 (label \"cidata\")"]);
+        assert_eq!(kinds("udf"), ["udf (label \"prov\")"]);
         assert_eq!(kinds("luks"), ["crypto_LUKS (label \"vault\")"]);
     }
 

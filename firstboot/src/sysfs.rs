@@ -168,8 +168,10 @@ impl System {
         })
     }
 
-    /// Whole disks (`/sys/block/*`), without loop, ram and zram devices,
-    /// sorted by name.
+    /// Whole disks (`/sys/block/*`), without loop, ram and zram devices
+    /// and without hidden disks, sorted by name. A hidden disk has no device
+    /// number and no node: NVMe multipath's per-path `nvmeXcYnZ` beside its
+    /// namespace's `nvmeXnZ` (Ubuntu's kernels, QEMU's and real NVMe).
     pub fn disks(&self) -> io::Result<Vec<BlockDev>> {
         let dir = self.sys.join("block");
         let mut out = Vec::new();
@@ -180,6 +182,9 @@ impl System {
                 continue;
             }
             let real = fs::canonicalize(e.path())?;
+            if !real.join("dev").exists() {
+                continue;
+            }
             out.push(self.read_dev(&real)?);
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -369,6 +374,24 @@ mod tests {
             assert_eq!(sys.partitions(disk).unwrap()[0].name, part);
             assert_eq!(sys.sector_size(disk).unwrap(), 512);
         }
+    }
+
+    #[test]
+    fn hidden_nvme_path_disk_is_not_a_disk() {
+        let f = FakeSys::new();
+        f.disk("nvme0n1", (259, 0), 20_971_520, 512);
+        // The per-path node: in /sys/block, with a size, without `dev`.
+        f.disk("nvme0c0n1", (259, 9), 20_971_520, 512);
+        let hidden = f.dir.path().join("sys/block/nvme0c0n1");
+        fs::remove_file(fs::canonicalize(&hidden).unwrap().join("dev")).unwrap();
+        let names: Vec<String> = f
+            .system()
+            .disks()
+            .unwrap()
+            .into_iter()
+            .map(|d| d.name)
+            .collect();
+        assert_eq!(names, ["nvme0n1"]);
     }
 
     #[test]

@@ -149,6 +149,8 @@ impl World {
             "root/volatile/ecs-backup-test",
             "root/volatile/redis",
             "root/app/etc/flags/metric.gui",
+            "root/app/etc/flags/update.automatic",
+            "root/etc/systemd/system/appliance-update.timer.d/ecs-env.conf",
             "root/etc/app",
         ];
         always.extend(intended);
@@ -156,6 +158,10 @@ impl World {
             always
                 .iter()
                 .any(|a| p == Path::new(a) || p.starts_with(Path::new(a)))
+                // The drop-in's parents, made for it.
+                || ["root/etc/systemd", "root/etc/systemd/system", "root/etc/systemd/system/appliance-update.timer.d"]
+                    .iter()
+                    .any(|d| p == Path::new(d))
         };
         for (p, b) in &before {
             if !allowed(p) {

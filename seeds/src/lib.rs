@@ -4,6 +4,7 @@
 //! seed ISO, `ecs-firstboot` to find, read and validate the env at boot.
 
 pub mod atomic;
+pub mod base64;
 pub mod cachedir;
 pub mod calendar;
 pub mod civil;
@@ -18,4 +19,5 @@ pub mod nocloud;
 pub mod secret;
 pub mod seed;
 pub mod seedfs;
+pub mod udf;
 pub mod yaml;

@@ -13,7 +13,10 @@
 //!   and returns every regular file, keyed by its relative path
 //!   (`user-data`, `openstack/latest/user_data`), and names what is neither
 //!   a file nor a directory (a Rock Ridge symbolic link: [`Seed::not_regular`])
-//!   without reading it.
+//!   without reading it;
+//! - a UDF volume without ISO9660 descriptors (Azure's provisioning DVD;
+//!   see [`crate::udf`]) the same way. A hybrid ISO9660/UDF image is read
+//!   as ISO9660.
 //!
 //! The input is untrusted: every length and pointer read from it is checked
 //! against the device size and against [`Limits`] before anything is
@@ -37,13 +40,16 @@ pub fn read_seed_with_limits<R: Read + Seek>(r: R, limits: &Limits) -> Result<Se
     if crate::iso::has_signature(&mut dev)? {
         return crate::iso::read(&mut dev, limits);
     }
+    if crate::udf::has_signature(&mut dev)? {
+        return crate::udf::read(&mut dev, limits);
+    }
     if let Some(bpb) = crate::fat::Bpb::probe(&mut dev)? {
         return crate::fat::read(&mut dev, bpb, limits);
     }
     Err(SeedError::NotSeed)
 }
 
-/// Cheaply identifies a seed filesystem: reads only the ISO9660 volume
+/// Cheaply identifies a seed filesystem: reads only the ISO9660 or UDF volume
 /// descriptors, or the FAT boot sector and root directory, and returns the
 /// kind and the label (empty if none; for FAT the root directory's volume
 /// label entry first, then the boot sector's, as blkid does). `None` for
@@ -52,6 +58,9 @@ pub fn probe<R: Read + Seek>(r: R) -> Option<(FsKind, String)> {
     let mut dev = Device::new(r).ok()?;
     if crate::iso::has_signature(&mut dev).ok()? {
         return crate::iso::probe_label(&mut dev).map(|label| (FsKind::Iso9660, label));
+    }
+    if crate::udf::has_signature(&mut dev).ok()? {
+        return crate::udf::probe_label(&mut dev).map(|label| (FsKind::Udf, label));
     }
     let bpb = crate::fat::Bpb::probe(&mut dev).ok()??;
     let kind = bpb.kind;

@@ -1,5 +1,5 @@
 //! What the seed reader's filesystems share ([`crate::iso`], [`crate::fat`],
-//! and [`crate::seed`] that picks one): the result ([`Seed`]), its errors
+//! [`crate::udf`], and [`crate::seed`] that picks one): the result ([`Seed`]), its errors
 //! and [`Limits`], and the bounds-checked [`Device`] and the file
 //! [`Collector`] both readers fill.
 use std::collections::BTreeMap;
@@ -17,6 +17,8 @@ pub enum FsKind {
     Fat16,
     /// FAT32.
     Fat32,
+    /// UDF (Azure's provisioning DVD).
+    Udf,
 }
 
 impl FsKind {
@@ -25,6 +27,7 @@ impl FsKind {
         match self {
             FsKind::Iso9660 => "iso9660",
             FsKind::Fat12 | FsKind::Fat16 | FsKind::Fat32 => "vfat",
+            FsKind::Udf => "udf",
         }
     }
 }
@@ -36,6 +39,7 @@ impl fmt::Display for FsKind {
             FsKind::Fat12 => "fat12",
             FsKind::Fat16 => "fat16",
             FsKind::Fat32 => "fat32",
+            FsKind::Udf => "udf",
         })
     }
 }
@@ -47,8 +51,8 @@ impl fmt::Display for FsKind {
 /// cannot be trusted: report it).
 #[derive(Debug, thiserror::Error)]
 pub enum SeedError {
-    /// Neither an ISO9660 nor a FAT signature was found.
-    #[error("not a seed filesystem (no ISO9660 or FAT signature)")]
+    /// No ISO9660, UDF or FAT signature was found.
+    #[error("not a seed filesystem (no ISO9660, UDF or FAT signature)")]
     NotSeed,
     /// The filesystem was recognised but its structures are inconsistent.
     #[error("corrupt {fs} filesystem: {reason}")]

@@ -3,11 +3,11 @@
 //!
 //! - The provisioning ISO's `ovf-env.xml` ([`ovf_env`]): `CustomData`
 //!   (base64, the env), `HostName` and the keys' `Value`s of the
-//!   `LinuxProvisioningConfigurationSet`. Azure attaches it as a CD; it is
-//!   read where it is ISO9660 (the seed reader of [`seeds::seed`]), not
-//!   where it is UDF only (no UDF reader): there the IMDS below is the
-//!   source, which has the user-data, host name and keys but not
-//!   `CustomData`.
+//!   `LinuxProvisioningConfigurationSet`. Azure attaches it as a DVD,
+//!   UDF or ISO9660, read without mounting by the seed reader of
+//!   [`seeds::seed`] (its UDF part is [`seeds::udf`]). Without the DVD
+//!   the IMDS below is the source, which has the user-data, host name and
+//!   keys but not `CustomData`.
 //! - IMDS ([`imds`], header `Metadata: true`; it refuses requests
 //!   without): `/metadata/instance/compute/userData?api-version=2021-01-01&format=text`
 //!   (base64; empty when none) and

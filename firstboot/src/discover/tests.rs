@@ -24,6 +24,10 @@ enum Maker {
     Genisoimage,
     Xorriso,
     Vfat,
+    /// genisoimage's ISO9660/UDF hybrid with the ISO9660 descriptors
+    /// removed (its UDF recognition sequence moved to sector 16), as a
+    /// UDF-only DVD.
+    UdfOnly,
 }
 
 /// A seed image with `files` (path, content), labelled `label`.
@@ -56,6 +60,21 @@ fn seed_image(
                     "-as", "mkisofs", "-quiet", "-o", i, "-V", label, "-J", "-R", t,
                 ],
             );
+        }
+        Maker::UdfOnly => {
+            sh("genisoimage", &["-quiet", "-udf", "-o", i, "-V", label, t]);
+            let mut d = fs::read(&img).unwrap();
+            const S: usize = 2048;
+            let vrs: Vec<Vec<u8>> = (16..32)
+                .filter(|s| [&b"BEA01"[..], b"NSR02", b"TEA01"].contains(&&d[s * S + 1..s * S + 6]))
+                .map(|s| d[s * S..(s + 1) * S].to_vec())
+                .collect();
+            assert_eq!(vrs.len(), 3, "genisoimage's UDF recognition sequence");
+            d[16 * S..32 * S].fill(0);
+            for (k, v) in vrs.iter().enumerate() {
+                d[(16 + k) * S..(17 + k) * S].copy_from_slice(v);
+            }
+            fs::write(&img, d).unwrap();
         }
         Maker::Vfat => {
             File::create(&img).unwrap().set_len(2 << 20).unwrap();

@@ -6,42 +6,10 @@
 
 use anyhow::{bail, Result};
 
-/// Decodes base64; at most `limit` output bytes.
+/// Decodes base64 (white space ignored, padding optional); at most
+/// `limit` output bytes ([`seeds::base64::decode_lines`]).
 pub fn base64(text: &[u8], limit: usize) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity((text.len() / 4 * 3).min(limit));
-    let (mut acc, mut bits, mut pad) = (0u32, 0u32, 0usize);
-    for (i, &c) in text.iter().enumerate() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            b'=' => {
-                pad += 1;
-                continue;
-            }
-            b' ' | b'\t' | b'\r' | b'\n' => continue,
-            _ => bail!("not base64 (a character outside the alphabet at byte {i})"),
-        };
-        if pad > 0 {
-            bail!("not base64 (data after the padding at byte {i})");
-        }
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-            if out.len() > limit {
-                bail!("decoded data larger than {} KiB", limit >> 10);
-            }
-        }
-    }
-    if bits >= 6 || pad > 2 || acc != 0 {
-        bail!("not base64 (the length or the padding is wrong)");
-    }
-    Ok(out)
+    Ok(seeds::base64::decode_lines(text, limit)?)
 }
 
 /// The text of the first element named `name` (any namespace prefix:

@@ -8,9 +8,9 @@
 //! its output bounded and never quoted in a message (through
 //! [`seeds::cmd::run_quiet`]).
 //!
-//! Encodings: none (the value as is), `base64`/`b64`; `gzip+base64`/
-//! `gz+b64` is refused with a message saying so (the agent carries no
-//! gzip decoder; give the env base64-encoded instead).
+//! Encodings: none (the value as is), `base64`/`b64`, `gzip+base64`/
+//! `gz+b64` (gunzipped with `flate2`, at most [`seeds::yaml::MAX_BYTES`]
+//! out: a small bomb cannot fill the memory).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -46,6 +46,20 @@ fn info_get(tool: &Path, key: &str, deadline: Instant) -> Result<Option<Vec<u8>>
     }
 }
 
+/// Decompresses gzip data into at most `limit` bytes.
+pub fn gunzip(data: &[u8], limit: usize) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(data)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .context("not gzip data")?;
+    if out.len() > limit {
+        bail!("decompressed larger than {} MiB", limit >> 20);
+    }
+    Ok(out)
+}
+
 /// The user-data from guestinfo, decoded.
 pub fn fetch(tool: &Path, deadline: Instant) -> (String, Result<Option<Vec<u8>>>) {
     let origin = "guestinfo.userdata".to_string();
@@ -61,11 +75,14 @@ pub fn fetch(tool: &Path, deadline: Instant) -> (String, Result<Option<Vec<u8>>>
             "base64" | "b64" => {
                 text::base64(&raw, seeds::yaml::MAX_BYTES).context("guestinfo.userdata")?
             }
-            "gzip+base64" | "gz+b64" => bail!(
-                "guestinfo.userdata.encoding {enc} is not supported (no gzip here); \
-                 give the env as base64"
+            "gzip+base64" | "gz+b64" => gunzip(
+                &text::base64(&raw, seeds::yaml::MAX_BYTES).context("guestinfo.userdata")?,
+                seeds::yaml::MAX_BYTES,
+            )
+            .context("guestinfo.userdata (gzip+base64)")?,
+            _ => bail!(
+                "guestinfo.userdata.encoding is not one of base64, b64, gzip+base64, gz+b64 (nor empty)"
             ),
-            _ => bail!("guestinfo.userdata.encoding is not one of base64, b64 (nor empty)"),
         };
         if data.len() > seeds::yaml::MAX_BYTES {
             bail!(

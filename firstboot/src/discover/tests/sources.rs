@@ -10,21 +10,7 @@ use crate::discover::platform::AZURE_ASSET_TAG;
 const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAzure azureuser@vm";
 
 fn b64(data: &[u8]) -> String {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in data.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    seeds::base64::encode(data)
 }
 
 /// Writes the DMI strings of a platform under the fake root.
@@ -246,6 +232,23 @@ fn azure_ovf_env_on_the_provisioning_iso() {
     assert_eq!(f.kind, Kind::Azure);
     assert_eq!(f.provisioned.hostname.as_deref(), Some("ecs-vm-2"));
     assert_eq!(f.validate().unwrap().appliance.domain, "imds.example.org");
+
+    // A DVD with UDF alone (no ISO9660), as Azure may attach it.
+    let img = seed_image(
+        &root.work(),
+        "ovf-udf",
+        "rd_rom",
+        &[("ovf-env.xml", &ovf_env(Some(&b64(env.as_bytes())), KEY))],
+        Maker::UdfOnly,
+    );
+    root.attach("sr0", &img);
+    let f = find(&s).unwrap();
+    assert_eq!(
+        (f.kind, f.origin.as_str()),
+        (Kind::Azure, "/dev/sr0:ovf-env.xml")
+    );
+    assert_eq!(f.provisioned.hostname.as_deref(), Some("ecs-vm-2"));
+    assert_eq!(f.validate().unwrap().appliance.domain, "ovf.example.org");
 
     // A hostile key line in ovf-env.xml is refused, naming the field only.
     let xml = ovf_env(
@@ -755,9 +758,37 @@ fn vmware_guestinfo_through_rpctool() {
         msg.contains("guestinfo.userdata: not base64") && !msg.contains("TOP-SECRET"),
         "{msg}"
     );
+    // gzip+base64, as cloud-init's VMware source takes it; a stream that
+    // is no gzip, or inflates past the env's limit, is refused.
     fs::write(info.join("guestinfo.userdata.encoding"), "gzip+base64").unwrap();
     let msg = format!("{:#}", find(&s).unwrap_err());
-    assert!(msg.contains("gzip+base64 is not supported"), "{msg}");
+    assert!(msg.contains("not base64"), "{msg}");
+    let gz = |data: &[u8]| {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(data).unwrap();
+        b64(&e.finish().unwrap())
+    };
+    fs::write(
+        info.join("guestinfo.userdata"),
+        gz(env_for("gz.example.org").as_bytes()),
+    )
+    .unwrap();
+    assert_eq!(run(&s).unwrap().env.appliance.domain, "gz.example.org");
+    fs::write(
+        info.join("guestinfo.userdata"),
+        b64(b"TOP-SECRET-42 not gzip"),
+    )
+    .unwrap();
+    let msg = format!("{:#}", find(&s).unwrap_err());
+    assert!(
+        msg.contains("not gzip data") && !msg.contains("TOP-SECRET"),
+        "{msg}"
+    );
+    let bomb = vec![b'#'; seeds::yaml::MAX_BYTES + 1];
+    fs::write(info.join("guestinfo.userdata"), gz(&bomb)).unwrap();
+    let msg = format!("{:#}", find(&s).unwrap_err());
+    assert!(msg.contains("decompressed larger than"), "{msg}");
     // A tool that hangs is killed at the timeout.
     fs::write(info.join("guestinfo.userdata.sleep"), "").unwrap();
     s.timeout = Duration::from_millis(500);
