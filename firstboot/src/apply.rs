@@ -17,6 +17,11 @@
 //!    0755 `root:root`.
 //! 5. [`metric_flags`]: `/app/etc/flags/metric.NAME` present exactly for the
 //!    `appliance.metric.*` values that are true.
+//! 6. [`update_timer`]: `appliance.update.oncalendar` as the calendar of
+//!    `appliance-update.timer` (the drop-in [`UPDATE_TIMER_DROPIN`]), and
+//!    the flag `/app/etc/flags/update.automatic` present exactly when
+//!    `appliance.update.automatic` is true; `appliance-timers.service`
+//!    starts or stops the timer by it.
 //!
 //! Each step returns what it changed as short descriptions (paths and counts,
 //! never contents), so the summary can say `apply=3 changes`; an empty list
@@ -41,7 +46,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use seeds::env::{Env, ExtraFile, Metric};
+use seeds::env::{Env, ExtraFile, Metric, Update};
 
 use crate::safefs::{self, Dir, Kind, Obstacle, Read};
 
@@ -143,6 +148,7 @@ pub fn apply(env: &Env, t: &Target) -> Result<Vec<String>> {
     )?);
     changes.extend(extra_files(&env.appliance.extra.files, t)?);
     changes.extend(metric_flags(&env.appliance.metric, t)?);
+    changes.extend(update_timer(&env.appliance.update, t)?);
     Ok(changes)
 }
 
@@ -535,26 +541,93 @@ pub fn metric_flags(metric: &Metric, t: &Target) -> Result<Vec<String>> {
     };
     let mut changes = Vec::new();
     for name in ["exporter", "server", "gui", "pghero"] {
-        let file = format!("metric.{name}");
-        let abs = dir.child(&file);
-        let present = dir.entry(&file).with_context(|| format!("reading {abs}"))?;
-        if let Some(m) = present.as_ref().filter(|m| m.is_dir()) {
-            let o = Obstacle {
-                path: abs.clone(),
-                kind: Kind::Dir,
-                uid: m.uid(),
-            };
-            t.skip(&o, &abs)?;
-        } else if on.contains(&name) && present.is_none() {
-            dir.replace(&file, b"", 0o644, None)
-                .with_context(|| format!("writing {abs}"))?;
-            changes.push(format!("{abs} set"));
-        } else if !on.contains(&name) && present.is_some() {
-            dir.remove(&file)
-                .with_context(|| format!("removing {abs}"))?;
-            changes.push(format!("{abs} removed"));
-        }
+        changes.extend(flag(
+            &dir,
+            &format!("metric.{name}"),
+            on.contains(&name),
+            t,
+        )?);
     }
+    Ok(changes)
+}
+
+/// Makes the flag file `name` in `dir` present (empty, 0644) or absent; a
+/// directory in its place is skipped (see [`Target::skip`]).
+fn flag(dir: &Dir, name: &str, on: bool, t: &Target) -> Result<Option<String>> {
+    let abs = dir.child(name);
+    let present = dir.entry(name).with_context(|| format!("reading {abs}"))?;
+    if let Some(m) = present.as_ref().filter(|m| m.is_dir()) {
+        let o = Obstacle {
+            path: abs.clone(),
+            kind: Kind::Dir,
+            uid: m.uid(),
+        };
+        t.skip(&o, &abs)?;
+    } else if on && present.is_none() {
+        dir.replace(name, b"", 0o644, None)
+            .with_context(|| format!("writing {abs}"))?;
+        return Ok(Some(format!("{abs} set")));
+    } else if !on && present.is_some() {
+        dir.remove(name)
+            .with_context(|| format!("removing {abs}"))?;
+        return Ok(Some(format!("{abs} removed")));
+    }
+    Ok(None)
+}
+
+/// The drop-in that gives `appliance-update.timer` the env's calendar.
+pub const UPDATE_TIMER_DROPIN: &str = "/etc/systemd/system/appliance-update.timer.d/ecs-env.conf";
+
+/// The flag file of `appliance.update.automatic`, in [`FLAGS_DIR`].
+pub const UPDATE_FLAG: &str = "update.automatic";
+
+/// The drop-in's text for a calendar (checked by the env as systemd checks
+/// it; a control character is refused here as well, so nothing but the
+/// one setting can reach the unit file).
+pub fn update_timer_dropin(oncalendar: &str) -> Result<String> {
+    if oncalendar.chars().any(char::is_control) {
+        bail!("appliance.update.oncalendar holds a control character");
+    }
+    Ok(format!(
+        "# Written by ecs-firstboot from appliance.update.oncalendar.\n\
+         [Timer]\nOnCalendar=\nOnCalendar={oncalendar}\n"
+    ))
+}
+
+/// Makes the update timer's drop-in and flag match `update`.
+pub fn update_timer(update: &Update, t: &Target) -> Result<Vec<String>> {
+    let mut changes = Vec::new();
+    let text = update_timer_dropin(&update.oncalendar)?;
+    let (parent, name) = safefs::split(UPDATE_TIMER_DROPIN)?;
+    match t
+        .dir()?
+        .walk(&parent, true)
+        .with_context(|| format!("creating {parent}"))?
+    {
+        Ok(dir) => changes.extend(ensure_file(
+            &dir,
+            name,
+            text.as_bytes(),
+            0o644,
+            (0, 0),
+            Some(format!(
+                "{UPDATE_TIMER_DROPIN} (appliance.update.oncalendar)"
+            )),
+            t,
+        )?),
+        Err(o) => t.skip(&o, UPDATE_TIMER_DROPIN)?,
+    }
+    let on = update.automatic;
+    let dir = match t.dir()?.walk(FLAGS_DIR, on) {
+        Ok(Ok(d)) => d,
+        Ok(Err(o)) => {
+            t.skip(&o, "the update flag")?;
+            return Ok(changes);
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(changes),
+        Err(e) => return Err(e).with_context(|| format!("opening {FLAGS_DIR}")),
+    };
+    changes.extend(flag(&dir, UPDATE_FLAG, on, t)?);
     Ok(changes)
 }
 

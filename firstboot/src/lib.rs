@@ -11,6 +11,7 @@
 //! | 4. apply: host name, ssh keys, extra files, flags, directories | [`apply`] ([`safefs`]) |
 //! | 5. hand-off: `/run/ecs-firstboot.ready`, or `/run/appliance-failed` | [`handoff`] |
 //! | order, summary, exit code | [`agent`], [`log`], [`cmdline`] |
+//! | `env-update`: a running appliance takes a changed env | [`update`] (→ [`discover`], [`apply`]) |
 //!
 //! Output: one line per step on stderr (`ecs-firstboot: step=NAME found=...
 //! did=... took=Nms`), one summary line on stdout (`ecs-firstboot: ok
@@ -42,4 +43,5 @@ pub mod sizing;
 pub mod storage;
 #[cfg(test)]
 pub(crate) mod testutil;
+pub mod update;
 pub mod volumes;

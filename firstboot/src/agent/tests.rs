@@ -266,19 +266,21 @@ fn storage_error_fails_closed() {
 fn keys_without_effect_are_warned() {
     let w = World::new(&ENV.replace(
         "  domain: ecs.example.org\n",
-        "  domain: ecs.example.org\n  standby: true\n  backup: {url: 'ssh://u:hunter2-pw@b/x'}\n",
+        "  domain: ecs.example.org\n  standby: true\n  allowed_hosts: hunter2.example.org\n  backup: {url: 'ssh://u:hunter2-pw@b/x'}\n",
     ));
     let (r, log, _, _) = w.run();
     r.unwrap();
     let all = log.lines.join("\n");
     assert!(
-        all.contains("accepted, no effect in this image: appliance.backup.url"),
+        all.contains("accepted, no effect in this image: appliance.allowed_hosts"),
         "{all}"
     );
-    // A key that takes effect is not warned.
-    assert!(
-        !all.contains("no effect in this image: ecs.settings"),
-        "{all}"
-    );
+    // Keys that take effect are not warned.
+    for key in ["ecs.settings", "appliance.backup.url"] {
+        assert!(
+            !all.contains(&format!("no effect in this image: {key}")),
+            "{all}"
+        );
+    }
     assert!(!all.contains("hunter2"), "{all}");
 }

@@ -148,13 +148,19 @@ fn applies_and_then_changes_nothing() {
     assert_eq!(mode(&r.join("etc/app/secret.conf")), (0o600, au, ag));
     assert_eq!(mode(&r.join("etc/app")).0, 0o755);
     assert_eq!(mode(&r.join("etc/motd")).0, 0o644);
-    // flags: exporter and gui on, server (stale) removed.
+    // flags: exporter and gui on, server (stale) removed; the update
+    // timer's (automatic by default) and its calendar.
     let mut flags: Vec<String> = fs::read_dir(r.join("app/etc/flags"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     flags.sort();
-    assert_eq!(flags, ["metric.exporter", "metric.gui"]);
+    assert_eq!(flags, ["metric.exporter", "metric.gui", "update.automatic"]);
+    assert_eq!(
+        fs::read_to_string(under(r, UPDATE_TIMER_DROPIN)).unwrap(),
+        "# Written by ecs-firstboot from appliance.update.oncalendar.\n\
+         [Timer]\nOnCalendar=\nOnCalendar=*-*-* 06:30:00\n"
+    );
     for dir in DIRECTORIES {
         assert_eq!(mode(&under(r, dir)), (0o775, au, ag), "{dir}");
     }
@@ -356,12 +362,12 @@ fn metric_flags_on_then_off() {
     let none = ENV.replace("metric: {exporter: true, gui: yes}", "metric: {gui: false}");
     let c = metric_flags(&env(&none).appliance.metric, &t(r)).unwrap();
     assert_eq!(c.len(), 4, "{c:?}");
-    assert_eq!(fs::read_dir(r.join("app/etc/flags")).unwrap().count(), 0);
+    assert_eq!(fs::read_dir(r.join("app/etc/flags")).unwrap().count(), 1);
     assert!(metric_flags(&env(&none).appliance.metric, &t(r))
         .unwrap()
         .is_empty());
     // A missing flags directory is created when a flag is set.
-    fs::remove_dir(r.join("app/etc/flags")).unwrap();
+    fs::remove_dir_all(r.join("app/etc/flags")).unwrap();
     metric_flags(&env(ENV).appliance.metric, &t(r)).unwrap();
     assert!(r.join("app/etc/flags/metric.gui").is_file());
 }
@@ -436,4 +442,34 @@ fn host_names() {
         "{hosts}"
     );
     assert!(hostname("ecs.example.org", &t(r)).unwrap().is_empty());
+}
+
+#[test]
+fn update_timer_follows_the_env() {
+    if !crate::testutil::root_or_skip("owners of the files it applies") {
+        return;
+    }
+    let d = root();
+    let r = d.path();
+    let mut u = env(ENV).appliance.update;
+    u.oncalendar = "Mon *-*-* 04:00:00".into();
+    u.automatic = false;
+    let c = update_timer(&u, &t(r)).unwrap();
+    assert_eq!(
+        c,
+        [format!(
+            "{UPDATE_TIMER_DROPIN} (appliance.update.oncalendar)"
+        )]
+    );
+    assert!(fs::read_to_string(under(r, UPDATE_TIMER_DROPIN))
+        .unwrap()
+        .ends_with("\nOnCalendar=\nOnCalendar=Mon *-*-* 04:00:00\n"));
+    assert!(!r.join("app/etc/flags/update.automatic").exists());
+    assert!(update_timer(&u, &t(r)).unwrap().is_empty());
+    u.automatic = true;
+    assert_eq!(update_timer(&u, &t(r)).unwrap().len(), 1);
+    assert!(r.join("app/etc/flags/update.automatic").is_file());
+    u.oncalendar = "daily\n[Service]\nExecStart=/bin/sh".into();
+    let e = update_timer(&u, &t(r)).unwrap_err().to_string();
+    assert!(e.contains("control character"), "{e}");
 }

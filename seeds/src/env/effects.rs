@@ -83,19 +83,46 @@ pub const EFFECTS: &[(&str, Effect)] = &[
         Effect::Applied("appliance-extra-packages.service"),
     ),
     ("appliance.extra.states", Effect::None),
-    ("appliance.update.automatic", Effect::None),
-    ("appliance.update.oncalendar", Effect::None),
+    (
+        "appliance.update.automatic",
+        Effect::Applied("appliance-update.timer"),
+    ),
+    (
+        "appliance.update.oncalendar",
+        Effect::Applied("appliance-update.timer"),
+    ),
     (
         "appliance.dkim.key",
         Effect::Applied("appliance-mail.service"),
     ),
-    ("appliance.backup.url", Effect::None),
-    ("appliance.backup.options", Effect::None),
-    ("appliance.backup.mount.type", Effect::None),
-    ("appliance.backup.mount.source", Effect::None),
-    ("appliance.backup.mount.target", Effect::None),
-    ("appliance.backup.mount.options", Effect::None),
-    ("appliance.backup.encrypt", Effect::None),
+    (
+        "appliance.backup.url",
+        Effect::Applied("appliance-backup.service"),
+    ),
+    (
+        "appliance.backup.options",
+        Effect::Applied("appliance-backup.service"),
+    ),
+    (
+        "appliance.backup.mount.type",
+        Effect::Applied("appliance-backup.service"),
+    ),
+    (
+        "appliance.backup.mount.source",
+        Effect::Applied("appliance-backup.service"),
+    ),
+    (
+        "appliance.backup.mount.target",
+        Effect::Applied("appliance-backup.service"),
+    ),
+    (
+        "appliance.backup.mount.options",
+        Effect::Applied("appliance-backup.service"),
+    ),
+    (
+        "appliance.backup.encrypt",
+        Effect::Applied("appliance-backup.service"),
+    ),
     (
         "appliance.storage.ignore.data",
         Effect::Applied("ecs-firstboot"),
@@ -158,6 +185,61 @@ pub fn no_effect_warnings(doc: &Node) -> Vec<Problem> {
             })
         })
         .collect()
+}
+
+/// The keys of the reference whose value differs between two env
+/// documents, in the table's order (for `env-update`: names only, never
+/// values). Absent and null are the same; positions are not compared.
+/// Without an `old` document every key the new one sets has changed.
+pub fn changed_keys(old: Option<&Node>, new: &Node) -> Vec<&'static str> {
+    EFFECTS
+        .iter()
+        .map(|(path, _)| *path)
+        .filter(|path| {
+            let a = old.and_then(|o| value_at(o, path));
+            let b = value_at(new, path);
+            match (a, b) {
+                (None, None) => false,
+                (Some(a), Some(b)) => !same(a, b),
+                _ => true,
+            }
+        })
+        .collect()
+}
+
+/// The value node of a dotted path, when present and not null.
+fn value_at<'a>(doc: &'a Node, path: &str) -> Option<&'a Node> {
+    let mut node = doc;
+    for part in path.split('.') {
+        node = node.get(part)?;
+    }
+    (node.value != Value::Null).then_some(node)
+}
+
+/// Two values are equal, whatever their positions (a map's duplicate keys
+/// resolved as [`Node::get`] does: the last wins).
+fn same(a: &Node, b: &Node) -> bool {
+    match (&a.value, &b.value) {
+        (Value::Seq(x), Value::Seq(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b))
+        }
+        (Value::Map(x), Value::Map(y)) => {
+            let keys = |m: &Vec<(Node, Node)>| {
+                let mut k: Vec<String> =
+                    m.iter().map(|(k, _)| k.key_string().into_owned()).collect();
+                k.sort();
+                k.dedup();
+                k
+            };
+            let kx = keys(x);
+            kx == keys(y)
+                && kx.iter().all(|k| match (a.get(k), b.get(k)) {
+                    (Some(a), Some(b)) => same(a, b),
+                    _ => false,
+                })
+        }
+        (x, y) => x == y,
+    }
 }
 
 /// The key node of a dotted path whose value is present and not null.

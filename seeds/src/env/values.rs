@@ -314,7 +314,10 @@ pub(super) fn check_ssh_key(k: &str) -> Result<(), String> {
     }
     let rest = rest.trim_start_matches([' ', '\t']);
     let b64 = rest.split([' ', '\t']).next().unwrap_or("");
-    let blob = base64_decode(b64).ok_or_else(|| format!("{hint}: the key is not base64"))?;
+    let blob = crate::base64::decode_key(b64.as_bytes())
+        .ok()
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| format!("{hint}: the key is not base64"))?;
     let embedded = blob
         .get(..4)
         .map(|l| u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize)
@@ -327,37 +330,6 @@ pub(super) fn check_ssh_key(k: &str) -> Result<(), String> {
         )),
         _ => Err(format!("{hint}: the base64 is not a `{ty}` key")),
     }
-}
-
-/// Standard base64, padding optional; `None` on any other character.
-pub(super) fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let body = s.trim_end_matches('=');
-    if s.len() - body.len() > 2 || body.len() % 4 == 1 || body.is_empty() {
-        return None;
-    }
-    if s.len() != body.len() && s.len() & 3 != 0 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(body.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for b in body.bytes() {
-        let v = match b {
-            b'A'..=b'Z' => b - b'A',
-            b'a'..=b'z' => b - b'a' + 26,
-            b'0'..=b'9' => b - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
 }
 
 /// A `device:` value: a disk's path under /dev, as written (no spaces).

@@ -220,16 +220,16 @@ fn every_key_without_effect_is_reported_by_name_and_nothing_else() {
     let shown: Vec<String> = w.iter().map(|p| p.to_string()).collect();
     let line = 1 + EVERY_KEY
         .lines()
-        .position(|l| l.starts_with("    url: "))
+        .position(|l| l.starts_with("  allowed_hosts: "))
         .unwrap();
-    let url = format!("{line}:5: accepted, no effect in this image: appliance.backup.url");
+    let url = format!("{line}:3: accepted, no effect in this image: appliance.allowed_hosts");
     assert!(shown.contains(&url), "{url} in {shown:?}");
     assert!(!shown.join("\n").contains("S3CR3T"), "{shown:?}");
 }
 
 #[test]
 fn only_keys_the_env_sets_are_reported() {
-    let src = "#cloud-config\nruncmd: [echo hi]\npackages: [htop]\nappliance:\n  domain: ecs.example.org\n  standby: true\n  backup: {url: ~, options: '-v'}\n  dkim:\necs:\n  settings: x\n  vault_encrypt: x\n  vault_sign: x\n  git: {commitid: ''}\n  docs: {git: {branch: x}}\n";
+    let src = "#cloud-config\nruncmd: [echo hi]\npackages: [htop]\nappliance:\n  domain: ecs.example.org\n  standby: true\n  metric: {server: ~, gui: true}\n  dkim:\necs:\n  settings: x\n  vault_encrypt: x\n  vault_sign: x\n  git: {commitid: ''}\n  docs: {git: {branch: x}}\n";
     let env = Env::parse(src.as_bytes(), "env.yml").unwrap();
     let paths: Vec<String> = env
         .no_effect_warnings()
@@ -241,6 +241,45 @@ fn only_keys_the_env_sets_are_reported() {
                 .to_string()
         })
         .collect();
-    assert_eq!(paths, ["appliance.backup.options", "ecs.docs.git.branch",]);
+    assert_eq!(paths, ["appliance.metric.gui", "ecs.docs.git.branch",]);
     assert!(env.warnings.is_empty(), "{:?}", env.warnings);
+}
+
+/// `env-update`'s list of what changed: the reference's keys whose value
+/// differs, not positions, not absent against null.
+#[test]
+fn changed_keys_names_what_differs() {
+    let old = yaml::load(
+        "appliance:\n  domain: a.example.org\n  extra:\n    files: [{path: /x, contents: one}]\n\
+         ssh_authorized_keys: [k1]\necs: {database: ecs}\n",
+    )
+    .unwrap()
+    .unwrap();
+    let new = yaml::load(
+        "# moved around\nssh_authorized_keys: [k1, k2]\necs:\n  database: ecs\n  settings: null\n\
+         appliance:\n  extra:\n    files:\n      - {contents: two, path: /x}\n  domain: a.example.org\n",
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        changed_keys(Some(&old), &new),
+        vec!["ssh_authorized_keys", "appliance.extra.files"]
+    );
+    assert!(changed_keys(Some(&new), &new).is_empty());
+    let reordered = yaml::load(
+        "ecs: {database: ecs}\nssh_authorized_keys: [k1, k2]\nappliance:\n  domain: a.example.org\n  \
+         extra: {files: [{path: /x, contents: two}]}\n",
+    )
+    .unwrap()
+    .unwrap();
+    assert!(changed_keys(Some(&new), &reordered).is_empty());
+    assert_eq!(
+        changed_keys(None, &old),
+        vec![
+            "ssh_authorized_keys",
+            "appliance.domain",
+            "appliance.extra.files",
+            "ecs.database"
+        ]
+    );
 }
