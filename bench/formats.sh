@@ -30,8 +30,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 BENCH_OUT=${BENCH_OUT:-$repo/BENCHMARKS.md}
 CACHE=${IMGBUILD_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/imgbuild}
 TARGET=${CARGO_TARGET_DIR:-$repo/target}
-log() { echo "bench: $(date -u +%H:%M:%S) $*" >&2; }
-die() { echo "bench: error: $*" >&2; exit 1; }
+. "$repo/bench/lib.sh"
 [ "$(id -u)" = 0 ] || die "run as root: building images needs it"
 cd "$repo"
 bash scripts/install-host-deps.sh >&2
@@ -54,7 +53,6 @@ measure() {
   t1=$(date +%s.%N)
   awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f\n", b - a }' >"$R/$name.t"
 }
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 vals() { cat "$R"/"$1"-*.t; }
 mib() { awk -v b="$1" 'BEGIN { printf "%d", b / 1048576 }'; }
 sizes() { echo "$(mib "$(stat -c %s "$1")") / $(mib "$(( $(stat -c %b "$1") * 512 ))")"; }
@@ -140,12 +138,4 @@ random, so the same disk gives the same bytes.
 <!-- bench/formats.sh: end -->
 EOF2
 )
-python3 - "$BENCH_OUT" "$block" <<'PY'
-import sys, re
-path, block = sys.argv[1], sys.argv[2]
-text = open(path).read()
-pat = re.compile(r"<!-- bench/formats.sh: begin -->.*?<!-- bench/formats.sh: end -->", re.S)
-text = pat.sub(lambda m: block, text) if pat.search(text) else text.rstrip("\n") + "\n\n" + block + "\n"
-open(path, "w").write(text)
-PY
-log "wrote $BENCH_OUT"
+write_section formats.sh "$block"

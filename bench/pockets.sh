@@ -28,8 +28,7 @@ esac
 W=${BENCH_DIR:-/var/tmp/imgbuild-bench-pockets}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 BENCH_OUT=${BENCH_OUT:-$repo/BENCHMARKS.md}
-log() { echo "bench: $(date -u +%H:%M:%S) $*" >&2; }
-die() { echo "bench: error: $*" >&2; exit 1; }
+. "$repo/bench/lib.sh"
 [ "$(id -u)" = 0 ] || die "run as root: building root trees and images needs it"
 cd "$repo"
 bash scripts/install-host-deps.sh >&2
@@ -57,7 +56,6 @@ measure() {
   t1=$(date +%s.%N)
   awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f\n", b - a }' >"$R/$name.t"
 }
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 vals() { cat "$R"/"$1"-*.t; }
 
 log "warm-up (unmeasured): fills the package cache"
@@ -106,12 +104,4 @@ Rebuild after a pocket moved / cold build: **$ratio** (target: at most 25 %).
 <!-- bench/pockets.sh: end -->
 EOF
 )
-python3 - "$BENCH_OUT" "$block" <<'PY'
-import sys, re
-path, block = sys.argv[1], sys.argv[2]
-text = open(path).read()
-pat = re.compile(r"<!-- bench/pockets.sh: begin -->.*?<!-- bench/pockets.sh: end -->", re.S)
-text = pat.sub(lambda m: block, text) if pat.search(text) else text.rstrip("\n") + "\n\n" + block + "\n"
-open(path, "w").write(text)
-PY
-log "wrote $BENCH_OUT"
+write_section pockets.sh "$block"

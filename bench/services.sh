@@ -27,8 +27,7 @@ W=${BENCH_DIR:-/var/tmp/imgbuild-bench-services}
 BOOT_TIMEOUT=${BOOT_TIMEOUT:-480}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 BENCH_OUT=${BENCH_OUT:-$repo/BENCHMARKS.md}
-log() { echo "bench: $(date -u +%H:%M:%S) $*" >&2; }
-die() { echo "bench: error: $*" >&2; exit 1; }
+. "$repo/bench/lib.sh"
 [ "$(id -u)" = 0 ] || die "run as root: building images needs it"
 cd "$repo"
 bash scripts/install-host-deps.sh >&2
@@ -44,7 +43,6 @@ grep -q 'ignore: {data: true, volatile: true}' "$W/env.yml" ||
 
 stacks=(30-appliance 40-mail 50-metrics 60-guest-agents 65-application)
 base=(00-base 10-boot 20-firstboot)
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 rows=()
 upto=("${base[@]}")
 for top in "${stacks[@]}"; do
@@ -113,18 +111,4 @@ section=$W/section.md
   echo 'up) is not in these rows: no env here names a source; the boot test `s10` shows it on its console.'
   echo '<!-- bench/services.sh: end -->'
 } >"$section"
-python3 - "$BENCH_OUT" "$section" <<'PY'
-import sys
-out, sec = sys.argv[1], open(sys.argv[2]).read()
-try:
-    text = open(out).read()
-except FileNotFoundError:
-    text = "# Benchmarks\n"
-b, e = "<!-- bench/services.sh: begin -->", "<!-- bench/services.sh: end -->"
-if b in text and e in text:
-    text = text[: text.index(b)] + sec.rstrip("\n") + text[text.index(e) + len(e):]
-else:
-    text = text.rstrip("\n") + "\n\n" + sec
-open(out, "w").write(text)
-PY
-log "wrote $BENCH_OUT"
+write_section services.sh "$(cat "$section")"

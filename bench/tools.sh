@@ -17,8 +17,7 @@ W=${BENCH_DIR:-/var/tmp/imgbuild-bench-tools}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 BENCH_OUT=${BENCH_OUT:-$repo/BENCHMARKS.md}
 CACHE=${IMGBUILD_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/imgbuild}
-log() { echo "bench: $(date -u +%H:%M:%S) $*" >&2; }
-die() { echo "bench: error: $*" >&2; exit 1; }
+. "$repo/bench/lib.sh"
 [ "$(id -u)" = 0 ] || die "run as root: building images needs it"
 cd "$repo"
 bash scripts/install-host-deps.sh >&2
@@ -37,7 +36,6 @@ measure() {
   t1=$(date +%s.%N)
   awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f\n", b - a }' >"$R/$name.t"
 }
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 vals() { cat "$R"/"$1"-*.t; }
 step() { grep -o "$2 in [0-9.]*s" "$1" | tail -n 1 | grep -o '[0-9.]*s$' | tr -d s; }
 
@@ -91,12 +89,4 @@ The SBOM's share of a no-op rebuild: **$ratio**.
 <!-- bench/tools.sh: end -->
 EOF
 )
-python3 - "$BENCH_OUT" "$block" <<'PY'
-import sys, re
-path, block = sys.argv[1], sys.argv[2]
-text = open(path).read()
-pat = re.compile(r"<!-- bench/tools.sh: begin -->.*?<!-- bench/tools.sh: end -->", re.S)
-text = pat.sub(lambda m: block, text) if pat.search(text) else text.rstrip("\n") + "\n\n" + block + "\n"
-open(path, "w").write(text)
-PY
-log "wrote $BENCH_OUT"
+write_section tools.sh "$block"

@@ -653,7 +653,9 @@ fn leftover_temp_files_of_killed_runs_are_removed() {
 #[test]
 fn keys_without_effect_are_warned_by_name() {
     let d = tempfile::tempdir().unwrap();
-    let src = GOOD.replace("#cloud-config\n", "#cloud-config\nruncmd: [echo hi]\n");
+    let src = GOOD
+        .replace("#cloud-config\n", "#cloud-config\nruncmd: [echo hi]\n")
+        .replace("  backup:", "  allowed_hosts: ecs.example.org\n  backup:");
     let env = write(d.path(), "env.yml", src.as_bytes());
     let e = env.to_str().unwrap();
     let iso = d.path().join("s.iso");
@@ -666,8 +668,13 @@ fn keys_without_effect_are_warned_by_name() {
         assert_eq!(o.status.code(), Some(0), "{args:?}: {err}");
         assert!(
             err.contains(&format!(
-                "WARN {e}:6:12: accepted, no effect in this image: appliance.backup.url\n"
+                "WARN {e}:6:3: accepted, no effect in this image: appliance.allowed_hosts\n"
             )),
+            "{args:?}: {err}"
+        );
+        // The backup keys take effect (layer 70-backup).
+        assert!(
+            !err.contains("no effect in this image: appliance.backup.url"),
             "{args:?}: {err}"
         );
         // The application's keys take effect (layer 65-application).

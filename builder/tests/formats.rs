@@ -11,12 +11,15 @@
 //! envelope schema cannot be fetched on these machines): well-formed, and
 //! every element an import reads is there with the right values.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use common::{assert_bad as bad, assert_ok as ok, run_ok as run};
 use imgbuild::output::{self, Format, Identity};
 use qemu_tests::{fixtures, require_tool};
 
@@ -62,40 +65,7 @@ fn setup() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn imgbuild(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_imgbuild"))
-        .args(args)
-        .env("SOURCE_DATE_EPOCH", EPOCH.to_string())
-        .output()
-        .expect("running imgbuild")
-}
-
-fn ok(o: &Output) {
-    assert!(
-        o.status.success(),
-        "imgbuild failed ({}):\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-fn bad(o: &Output, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "want exit 2:\n{err}");
-    for n in needles {
-        assert!(err.contains(n), "want {n:?} in:\n{err}");
-    }
-}
-
-fn run(cmd: &str, args: &[&str]) -> String {
-    let o = Command::new(cmd).args(args).output().unwrap();
-    assert!(
-        o.status.success(),
-        "{cmd} {args:?} failed ({}):\n{}{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    common::imgbuild_at(&EPOCH.to_string(), args)
 }
 
 fn s(p: &Path) -> &str {

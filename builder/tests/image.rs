@@ -8,6 +8,8 @@
 //! tool's name, instead of skipping it. The noble tree is built once per
 //! machine (see `qemu_tests::fixtures`).
 
+mod common;
+
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::PermissionsExt;
@@ -16,6 +18,7 @@ use std::process::{Command, Output};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use common::{assert_ok as ok, run_ok as run};
 use qemu_tests::{fixtures, require_tool, Firmware, Vm};
 
 /// Heavy tests (tree copies, mkfs, QEMU) take turns: the machine has two cores.
@@ -57,45 +60,11 @@ fn setup() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn imgbuild(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_imgbuild"))
-        .args(args)
-        .env("SOURCE_DATE_EPOCH", EPOCH)
-        .output()
-        .expect("running imgbuild")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn ok(o: &Output) {
-    assert!(
-        o.status.success(),
-        "imgbuild failed ({}):\n{}",
-        o.status,
-        stderr(o)
-    );
+    common::imgbuild_at(EPOCH, args)
 }
 
 fn bad(o: &Output, needle: &str) {
-    assert_eq!(o.status.code(), Some(2), "want exit 2:\n{}", stderr(o));
-    assert!(
-        stderr(o).contains(needle),
-        "want {needle:?} in:\n{}",
-        stderr(o)
-    );
-}
-
-fn run(cmd: &str, args: &[&str]) -> String {
-    let o = Command::new(cmd).args(args).output().unwrap();
-    assert!(
-        o.status.success(),
-        "{cmd} {args:?} failed ({}):\n{}{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    common::assert_bad(o, &[needle]);
 }
 
 /// A private copy of the noble tree with the boot-marker unit.

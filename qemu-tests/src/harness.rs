@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::report::{self, Report};
-use crate::{require_tool, tail, Firmware, Vm, TAIL_LINES, TCG_SAFE_CMDLINE};
+use crate::{require_tool, tail, Bus, Firmware, Vm, TAIL_LINES, TCG_SAFE_CMDLINE};
 
 mod boot;
 mod envs;

@@ -64,35 +64,9 @@ impl LocalArchive {
         }
         let dir = artifacts()?.join("archive");
         let _ = fs::remove_dir_all(&dir);
-        let pkg = dir.join("build");
-        let file = pkg.join(EXTRA_PACKAGE_FILE.trim_start_matches('/'));
-        fs::create_dir_all(file.parent().unwrap())?;
-        fs::create_dir_all(pkg.join("DEBIAN"))?;
-        fs::write(&file, "installed from the boot tests' local archive\n")?;
-        fs::write(
-            pkg.join("DEBIAN/control"),
-            format!(
-                "Package: {EXTRA_PACKAGE}\nVersion: 1.0\nArchitecture: all\n\
-                 Maintainer: imgbuild boot tests <root@localhost>\n\
-                 Description: a package for the appliance.extra.packages boot test\n"
-            ),
-        )?;
         let repo = dir.join("repo");
-        fs::create_dir_all(&repo)?;
-        run(
-            Command::new("dpkg-deb")
-                .args(["--root-owner-group", "--build"])
-                .arg(&pkg)
-                .arg(repo.join(format!("{EXTRA_PACKAGE}_1.0_all.deb"))),
-            "dpkg-deb: the test package",
-        )?;
-        let packages = run(
-            Command::new("apt-ftparchive")
-                .args(["packages", "."])
-                .current_dir(&repo),
-            "apt-ftparchive packages",
-        )?;
-        fs::write(repo.join("Packages"), packages)?;
+        package_repo(&dir.join("build-1"), &repo, "1.0")?;
+        package_repo(&dir.join("build-2"), &repo.join("v2"), "2.0")?;
         let port = free_port()?;
         let mut child = Command::new("python3")
             .args(["-m", "http.server", "--bind", "127.0.0.1"])
@@ -107,9 +81,14 @@ impl LocalArchive {
         Ok(LocalArchive { child, port })
     }
 
-    /// The apt source line for the guest.
+    /// The apt source line for the guest ([`EXTRA_PACKAGE`] 1.0).
     pub fn source_line() -> String {
         format!("deb [trusted=yes] http://{ARCHIVE_ADDR}/ ./")
+    }
+
+    /// The apt source line of the archive's update: [`EXTRA_PACKAGE`] 2.0.
+    pub fn update_source_line() -> String {
+        format!("deb [trusted=yes] http://{ARCHIVE_ADDR}/v2/ ./")
     }
 
     /// QEMU's `guestfwd` option for the guest to reach it.
@@ -124,6 +103,42 @@ impl LocalArchive {
             .and_then(|d| fs::read_to_string(d.join("archive/http.err")).ok())
             .unwrap_or_default()
     }
+}
+
+/// A flat archive in `repo` with [`EXTRA_PACKAGE`] at `version` (the
+/// package built in `build` with dpkg-deb, indexed by apt-ftparchive).
+fn package_repo(build: &std::path::Path, repo: &std::path::Path, version: &str) -> Result<()> {
+    let file = build.join(EXTRA_PACKAGE_FILE.trim_start_matches('/'));
+    fs::create_dir_all(file.parent().unwrap())?;
+    fs::create_dir_all(build.join("DEBIAN"))?;
+    fs::write(
+        &file,
+        format!("installed from the boot tests' local archive: {version}\n"),
+    )?;
+    fs::write(
+        build.join("DEBIAN/control"),
+        format!(
+            "Package: {EXTRA_PACKAGE}\nVersion: {version}\nArchitecture: all\n\
+             Maintainer: imgbuild boot tests <root@localhost>\n\
+             Description: a package for the appliance.extra.packages boot test\n"
+        ),
+    )?;
+    fs::create_dir_all(repo)?;
+    run(
+        Command::new("dpkg-deb")
+            .args(["--root-owner-group", "--build"])
+            .arg(build)
+            .arg(repo.join(format!("{EXTRA_PACKAGE}_{version}_all.deb"))),
+        "dpkg-deb: the test package",
+    )?;
+    let packages = run(
+        Command::new("apt-ftparchive")
+            .args(["packages", "."])
+            .current_dir(repo),
+        "apt-ftparchive packages",
+    )?;
+    fs::write(repo.join("Packages"), packages)?;
+    Ok(())
 }
 
 impl Drop for LocalArchive {

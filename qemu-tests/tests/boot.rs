@@ -12,11 +12,11 @@ use qemu_tests::harness::{
     apt_state, artifacts, blank_disk, boot, build_image, check_services, debian_image,
     default_image, deprecated_ssh_key, distro_available, env_ignore_storage, env_volumes, flatten,
     kernel_of, overlay, programs, raw_seed, record_timing, seed, serial, services_probe, test_dkim,
-    test_ssh_key, test_tls, BootSpec, Checks, Image, ImageSpec, Outcome, Programs, SshProbe,
-    TEST_DATABASE, TEST_DOMAIN,
+    test_ssh_key, test_tls, BootSpec, Checks, Hardware, Image, ImageSpec, Outcome, Programs,
+    SshProbe, TEST_DATABASE, TEST_DOMAIN,
 };
 use qemu_tests::report::Report;
-use qemu_tests::Firmware;
+use qemu_tests::{Bus, Firmware};
 
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;
@@ -1363,14 +1363,19 @@ fn s10_application_containers() {
     };
     let name = "s10-application";
     let source = ok(AppSource::start());
-    let env = env_ignore_storage().replace(
-        "ecs:\n",
-        &format!(
-            "ecs:\n  git:\n    source: {}\n    branch: {APP_BRANCH}\n    commitid: {}\n",
-            AppSource::url(),
-            source.commit
-        ),
-    );
+    let env = env_ignore_storage()
+        .replace(
+            "  metric: {exporter: true}\n",
+            "  metric: {exporter: true}\n  update: {automatic: false}\n",
+        )
+        .replace(
+            "ecs:\n",
+            &format!(
+                "ecs:\n  git:\n    source: {}\n    branch: {APP_BRANCH}\n    commitid: {}\n",
+                AppSource::url(),
+                source.commit
+            ),
+        );
     let (_env_path, iso) = ok(seed(progs, name, &env));
     let disk = ok(overlay(&image.qcow2, &disks_dir(name), "vda.qcow2", "8G"));
     let mut spec = BootSpec::new(name, Firmware::Uefi, vec![disk], Some(iso));
@@ -1399,7 +1404,17 @@ fn s10_application_containers() {
              echo \"login=$(psql \"$(printf '%s' \"$url\" | sed 's/@172.17.0.1:/@127.0.0.1:/')\")\"; \
              echo \"lan=$(psql \"$url\")\"; \
              echo \"pg=$(curl -s http://127.0.0.1:5000/pg)\"; \
-             echo \"journal=$(journalctl -b -o cat | grep -cF \"$pw\")\""
+             echo \"journal=$(journalctl -b -o cat | grep -cF \"$pw\")\"; \
+             web=$(docker ps -q --filter label=com.docker.compose.service=web); \
+             bx() {{ printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' | docker exec -i \"$web\" /bin/busybox nc -w 10 172.17.0.1 \"$1\" 2>&1; }}; \
+             echo \"bridge_node=$(bx 9100 | grep -c '^node_')\"; \
+             echo \"bridge_nginx=$(bx 9113 | grep '^nginx_up ')\"; \
+             echo \"bridge_pg=$(bx 9187 | grep '^pg_up ')\"; \
+             echo \"host_bridge=$(curl -s -m 5 http://172.17.0.1:9100/metrics | grep -c '^node_')\"; \
+             own=$(ip -4 -o addr show scope global | grep -o ' 10\\.0\\.2\\.[0-9]*' | tr -d ' ' | head -n 1); \
+             echo \"own=$own $(curl -s -m 5 -o /dev/null -w '%{{http_code}}' http://$own:9100/metrics)\"; \
+             echo \"timer=$(systemctl is-active appliance-update.timer) $(ls /app/etc/flags | tr '\\n' ' ')\"; \
+             echo \"guard=$(iptables -w -S INPUT | grep -c -- '-d 172.17.0.1/32 -j ECS-BRIDGE') $(iptables -w -S ECS-BRIDGE | grep -c -- '-j DROP')\""
         )),
         root(
             "docker kill $(docker ps -q --filter label=com.docker.compose.service=web) >/dev/null; \
@@ -1417,6 +1432,8 @@ fn s10_application_containers() {
         // with the source unreachable now, the checkout there runs.
         root(
             "ip route add blackhole 10.0.2.103/32; \
+             systemctl restart appliance; echo \"refused=$?\"; \
+             echo \"refusal=$(journalctl -b -u appliance -o cat | grep -c 'refused: the appliance has failed: appliance.service: the application')\"; \
              rm /run/appliance-failed; systemctl restart appliance; echo \"restart=$?\"; \
              echo \"notice=$(cat /run/ecs-appliance/notices/application)\"; \
              echo \"after=$(curl -sk https://127.0.0.1/)\"; \
@@ -1450,18 +1467,7 @@ fn s10_application_containers() {
     c.check(source.log().contains("ecs.git/info/refs"), || {
         format!("the guest did not fetch the source: {}", source.log())
     });
-    let facts = |i: usize| -> std::collections::BTreeMap<String, String> {
-        o.ssh
-            .get(i)
-            .map(|r| {
-                r.stdout
-                    .lines()
-                    .filter_map(|l| l.split_once('='))
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let facts = |i: usize| o.ssh_facts(i);
     let f = facts(0);
     let get = |k: &str| f.get(k).map(String::as_str).unwrap_or("");
     c.eq(
@@ -1524,6 +1530,47 @@ fn s10_application_containers() {
         "0",
         "journal lines with the database password",
     );
+    c.check(get("bridge_node").parse::<u32>().unwrap_or(0) > 10, || {
+        format!(
+            "node_ series from the container at 172.17.0.1:9100: {:?}",
+            get("bridge_node")
+        )
+    });
+    c.eq(
+        get("bridge_nginx"),
+        "nginx_up 1",
+        "the nginx exporter from the container at 172.17.0.1:9113",
+    );
+    c.eq(
+        get("bridge_pg"),
+        "pg_up 1",
+        "the PostgreSQL exporter from the container at 172.17.0.1:9187",
+    );
+    c.check(get("host_bridge").parse::<u32>().unwrap_or(0) > 10, || {
+        format!(
+            "node_ series on the machine itself at 172.17.0.1:9100: {:?}",
+            get("host_bridge")
+        )
+    });
+    c.check(
+        get("own").starts_with("10.0.2.") && get("own").ends_with(" 000"),
+        || {
+            format!(
+                "the node exporter on the machine's own address (want no answer): {:?}",
+                get("own")
+            )
+        },
+    );
+    c.eq(
+        get("guard"),
+        "1 1",
+        "INPUT's jump to ECS-BRIDGE and its DROP",
+    );
+    c.eq(
+        get("timer"),
+        "inactive metric.exporter ",
+        "appliance-update.timer and the flags with update.automatic false",
+    );
     let pw = get("pw");
     c.check(!pw.is_empty() && !o.console.contains(pw), || {
         "the console shows the database password (or the probe read none)".into()
@@ -1555,6 +1602,16 @@ fn s10_application_containers() {
     let f = facts(2);
     let get = |k: &str| f.get(k).map(String::as_str).unwrap_or("");
     c.eq(
+        get("refused"),
+        "1",
+        "systemctl restart appliance while /run/appliance-failed exists",
+    );
+    c.eq(
+        get("refusal"),
+        "1",
+        "journal lines of the refusal with the reason",
+    );
+    c.eq(
         get("restart"),
         "0",
         "systemctl restart appliance after the failure",
@@ -1570,6 +1627,356 @@ fn s10_application_containers() {
         "1",
         "running containers of the project after the restart",
     );
+    c.finish();
+}
+
+/// Day two, as the original's manual has it (`docs/day-two.md`), in one
+/// boot: the failed state refuses `systemctl restart appliance` with the
+/// reason until `/run/appliance-failed` is removed; a changed
+/// `/app/env.yml` (new domain, a key added and one retired, an extra file,
+/// the update calendar, the apt source of the archive's update) is taken by
+/// `env-update`, which names the changed keys only, and applied by
+/// `systemctl start appliance-update`: the new key logs in and the retired
+/// one does not, the file and the timer changed, nginx serves a
+/// certificate for the new name, the local archive's newer package is
+/// installed and the appliance restarted; then an invalid env and a
+/// storage change: nothing changes and the appliance keeps serving.
+#[test]
+fn s12_day_two() {
+    use qemu_tests::harness::ssh_key;
+    use qemu_tests::peers::{LocalArchive, EXTRA_PACKAGE, EXTRA_PACKAGE_FILE};
+    let _one = serial();
+    let Some((progs, image)) = setup() else {
+        return;
+    };
+    let name = "s12-day-two";
+    let new_domain = "ecs-day-two.example.org";
+    let (retired, added) = (ok(ssh_key("retired")), ok(ssh_key("added")));
+    let old = deprecated_ssh_key().public;
+    let env = env_ignore_storage()
+        .replace(
+            &format!("ssh_deprecated_keys:\n  - {old}\n"),
+            &format!("  - {}\nssh_deprecated_keys:\n  - {old}\n", retired.public),
+        )
+        .replace(
+            "  metric: {exporter: true}\n",
+            &format!(
+                "  metric: {{exporter: true}}\n  update: {{oncalendar: \"Mon *-*-* 04:00:00\"}}\n  \
+                 extra:\n    packages: [{EXTRA_PACKAGE}]\n    files:\n      \
+                 - {{path: /etc/ecs-test/day-two, contents: \"one\\n\"}}\n      \
+                 - {{path: /etc/apt/sources.list.d/ecs-test.list, contents: \"{}\\n\"}}\n",
+                LocalArchive::source_line()
+            ),
+        );
+    let new_env = env
+        .replace(TEST_DOMAIN, new_domain)
+        .replace(
+            &format!("  - {}\nssh_deprecated_keys:\n  - {old}\n", retired.public),
+            &format!(
+                "  - {}\nssh_deprecated_keys:\n  - {old}\n  - {}\n",
+                added.public, retired.public
+            ),
+        )
+        .replace("contents: \"one\\n\"", "contents: \"two\\n\"")
+        .replace("Mon *-*-* 04:00:00", "Sat *-*-* 05:30:00")
+        .replace(
+            &LocalArchive::source_line(),
+            &LocalArchive::update_source_line(),
+        );
+    assert_ne!(env, new_env);
+    let invalid = new_env.replace(
+        "  update: {oncalendar: \"Sat *-*-* 05:30:00\"}\n",
+        "  update: {oncalendar: \"every full moon\"}\n",
+    );
+    let storage = new_env.replace(
+        "{ignore: {data: true, volatile: true}}",
+        "{ignore: {data: true, volatile: false}}",
+    );
+    let (_env_path, iso) = ok(seed(progs, name, &env));
+    let archive = ok(LocalArchive::start());
+    let disk = ok(overlay(&image.qcow2, &disks_dir(name), "vda.qcow2", "8G"));
+    let mut spec = BootSpec::new(name, Firmware::Uefi, vec![disk], Some(iso));
+    spec.netdev_extra.push(archive.guestfwd());
+    let as_root = |key: &qemu_tests::harness::SshKey, command: &str| SshProbe {
+        user: "root".into(),
+        key: Some(key.clone()),
+        command: command.into(),
+    };
+    let write_env = |text: &str| {
+        format!("install -m 0600 /dev/stdin /app/env.yml <<'ECS_ENV'\n{text}ECS_ENV\n")
+    };
+    let facts = "echo \"hostname=$(hostname)\"; \
+         echo \"file=$(cat /etc/ecs-test/day-two)\"; \
+         echo \"timer=$(systemctl is-active appliance-update.timer) $(systemctl show -P TimersCalendar appliance-update.timer)\"; \
+         echo \"package=$(dpkg-query -W -f '${Version}' ecs-test-extra)\"; \
+         echo \"invocation=$(systemctl show -P InvocationID appliance.service)\"; \
+         echo \"active=$(systemctl is-active appliance.service)\"; \
+         echo \"sum=$(sha256sum /run/active-env.yml /run/active-env.env | cut -c1-16 | tr '\\n' ' ')\"; \
+         echo \"ready=$(curl -sk -o /dev/null -w '%{http_code}' https://127.0.0.1/)\"; ";
+    spec.ssh = vec![
+        // 0: before; the retired key still logs in.
+        as_root(&retired, &format!("echo login=retired; {facts}")),
+        // 1: the failed state.
+        as_root(
+            &test_ssh_key(),
+            "echo 'appliance-failed@nginx.service: a test failure' > /run/appliance-failed; \
+             systemctl restart appliance 2>/dev/null; echo \"refused=$?\"; \
+             echo \"refusal=$(journalctl -b -u appliance -o cat | grep -c 'refused: the appliance has failed: appliance-failed@nginx.service: a test failure')\"; \
+             for i in $(seq 30); do [ \"$(curl -sk -o /dev/null -w '%{http_code}' https://127.0.0.1/)\" = 503 ] && break; sleep 1; done; \
+             echo \"failedpage=$(curl -sk https://127.0.0.1/ | grep -c 'a test failure')\"; \
+             rm /run/appliance-failed; systemctl restart appliance; echo \"restart=$?\"; \
+             echo \"after=$(curl -sk -o /dev/null -w '%{http_code}' https://127.0.0.1/)\"",
+        ),
+        // 2: reconfigure and update.
+        as_root(
+            &test_ssh_key(),
+            &format!(
+                "{}env-update > /tmp/env-update.out 2>&1; echo \"envupdate=$?\"; \
+                 echo \"changed=$(sed -n 's/.*: changed //p' /tmp/env-update.out)\"; \
+                 echo \"secret=$(grep -c placeholder /tmp/env-update.out)\"; \
+                 systemctl start appliance-update; echo \"update=$?\"; \
+                 echo \"journal=$(journalctl -b -u appliance-update -o cat | grep -c 'updating 1 package(s): {EXTRA_PACKAGE}')\"; \
+                 echo \"cert=$(echo | openssl s_client -connect 127.0.0.1:443 -servername {new_domain} 2>/dev/null | openssl x509 -noout -checkhost {new_domain} 2>&1)\"; \
+                 echo \"newpage=$(curl -sk --resolve {new_domain}:443:127.0.0.1 https://{new_domain}/ | grep -q 'Appliance Ready' && echo yes)\"; \
+                 echo \"installed=$(cat {EXTRA_PACKAGE_FILE})\"; {facts}",
+                write_env(&new_env)
+            ),
+        ),
+        // 3, 4: the added key logs in, the retired one does not.
+        as_root(&added, "echo login=added"),
+        as_root(&retired, "echo login=retired"),
+        // 5: an invalid env, then a storage change: nothing changes.
+        as_root(
+            &test_ssh_key(),
+            &format!(
+                "{}env-update > /tmp/invalid.out 2>&1; echo \"invalid=$?\"; \
+                 echo \"invalidmsg=$(grep -c 'the env is invalid; nothing changed' /tmp/invalid.out)\"; \
+                 systemctl start appliance-update 2>/dev/null; echo \"invalidupdate=$?\"; \
+                 {}env-update > /tmp/storage.out 2>&1; echo \"storage=$?\"; \
+                 echo \"storagemsg=$(grep -c 'appliance.storage.ignore.volatile changed, which a running appliance cannot take' /tmp/storage.out)\"; {facts}",
+                write_env(&invalid),
+                write_env(&storage)
+            ),
+        ),
+        // 6: a package asks for a reboot (as a kernel's postinst does):
+        // appliance-update announces it and reboots a minute later, which
+        // ends this boot (QEMU runs with -no-reboot).
+        as_root(
+            &test_ssh_key(),
+            &format!(
+                "{}printf 'linux-image-test\\n' > /run/reboot-required.pkgs; touch /run/reboot-required; \
+                 systemctl start appliance-update; echo \"rebootupdate=$?\"; \
+                 echo \"rebootpage=$(curl -sk --resolve {new_domain}:443:127.0.0.1 https://{new_domain}/ | grep -c 'Rebooting at about .* after the update: linux-image-test asked for it')\"; \
+                 echo \"scheduled=$(busctl get-property org.freedesktop.login1 /org/freedesktop/login1 org.freedesktop.login1.Manager ScheduledShutdown | cut -d' ' -f1-2)\"; \
+                 echo \"rebootjournal=$(journalctl -b -u appliance-update -o cat | grep -c 'rebooting in one minute: /run/reboot-required (linux-image-test)')\"",
+                write_env(&new_env)
+            ),
+        ),
+    ];
+    // The reboot: a minute, then the shutdown under TCG.
+    spec.reboots_within = Some(std::time::Duration::from_secs(240));
+    let o = ok(boot(&spec));
+    record_timing(&o);
+    let mut c = Checks::new(&o);
+    let facts = |i: usize| o.ssh_facts(i);
+    let (before, failed, update, after) = (facts(0), facts(1), facts(2), facts(5));
+    let g = |m: &std::collections::BTreeMap<String, String>, k: &str| {
+        m.get(k).cloned().unwrap_or_default()
+    };
+    c.eq(
+        g(&before, "login").as_str(),
+        "retired",
+        "the retired key before the update",
+    );
+    c.eq(
+        g(&before, "hostname").as_str(),
+        TEST_DOMAIN,
+        "the host name before",
+    );
+    c.eq(g(&before, "file").as_str(), "one", "the extra file before");
+    c.check(
+        g(&before, "timer").starts_with("active ")
+            && g(&before, "timer").contains("OnCalendar=Mon *-*-* 04:00:00 ;"),
+        || format!("appliance-update.timer before: {:?}", g(&before, "timer")),
+    );
+    c.eq(g(&before, "package").as_str(), "1.0", "the package before");
+    // The failed state.
+    c.eq(
+        g(&failed, "refused").as_str(),
+        "1",
+        "systemctl restart appliance while failed",
+    );
+    c.eq(
+        g(&failed, "refusal").as_str(),
+        "1",
+        "journal lines of the refusal with the reason",
+    );
+    c.eq(
+        g(&failed, "failedpage").as_str(),
+        "1",
+        "the failure page with the reason",
+    );
+    c.eq(
+        g(&failed, "restart").as_str(),
+        "0",
+        "systemctl restart appliance after rm",
+    );
+    c.eq(
+        g(&failed, "after").as_str(),
+        "200",
+        "HTTPS after the restart",
+    );
+    // Reconfigure and update.
+    c.eq(
+        g(&update, "envupdate").as_str(),
+        "0",
+        "env-update's exit code",
+    );
+    c.eq(
+        g(&update, "changed").as_str(),
+        "ssh_authorized_keys, ssh_deprecated_keys, appliance.domain, appliance.extra.files, appliance.update.oncalendar, ecs.settings",
+        "the keys env-update says changed",
+    );
+    c.eq(
+        g(&update, "secret").as_str(),
+        "0",
+        "env-update output lines with a secret",
+    );
+    c.eq(
+        g(&update, "update").as_str(),
+        "0",
+        "systemctl start appliance-update",
+    );
+    c.eq(
+        g(&update, "journal").as_str(),
+        "1",
+        "appliance-update's line naming the package",
+    );
+    c.eq(
+        g(&update, "cert").as_str(),
+        format!("Hostname {new_domain} does match certificate").as_str(),
+        "the certificate nginx serves after the domain changed",
+    );
+    c.eq(
+        g(&update, "newpage").as_str(),
+        "yes",
+        "the ready page at the new name",
+    );
+    c.eq(
+        g(&update, "hostname").as_str(),
+        new_domain,
+        "the host name after",
+    );
+    c.eq(g(&update, "file").as_str(), "two", "the extra file after");
+    c.check(
+        g(&update, "timer").starts_with("active ")
+            && g(&update, "timer").contains("OnCalendar=Sat *-*-* 05:30:00 ;"),
+        || format!("appliance-update.timer after: {:?}", g(&update, "timer")),
+    );
+    c.eq(
+        g(&update, "package").as_str(),
+        "2.0",
+        "the package after appliance-update",
+    );
+    c.check(g(&update, "installed").ends_with(": 2.0"), || {
+        format!(
+            "the package's file after the update: {:?}",
+            g(&update, "installed")
+        )
+    });
+    c.check(
+        !g(&update, "invocation").is_empty()
+            && g(&update, "invocation") != g(&before, "invocation")
+            && g(&update, "active") == "active",
+        || "appliance.service was not restarted by appliance-update".into(),
+    );
+    c.eq(
+        o.ssh.get(3).map(|r| r.stdout.trim()),
+        Some("login=added"),
+        "the added key logs in",
+    );
+    c.check(
+        o.ssh
+            .get(4)
+            .is_some_and(|r| r.status == Some(255) && !r.stdout.contains("login")),
+        || {
+            format!(
+                "the retired key logs in after the update: {:?}",
+                o.ssh.get(4)
+            )
+        },
+    );
+    // Invalid and storage: nothing changed, still serving.
+    c.eq(
+        g(&after, "invalid").as_str(),
+        "1",
+        "env-update with an invalid env",
+    );
+    c.eq(
+        g(&after, "invalidmsg").as_str(),
+        "1",
+        "env-update's message for an invalid env",
+    );
+    c.eq(
+        g(&after, "invalidupdate").as_str(),
+        "1",
+        "appliance-update with an invalid env",
+    );
+    c.eq(
+        g(&after, "storage").as_str(),
+        "1",
+        "env-update with a storage change",
+    );
+    c.eq(
+        g(&after, "storagemsg").as_str(),
+        "1",
+        "env-update's message for a storage change",
+    );
+    c.eq(
+        g(&after, "sum"),
+        g(&update, "sum"),
+        "/run/active-env.* after the refused updates",
+    );
+    c.eq(
+        g(&after, "invocation"),
+        g(&update, "invocation"),
+        "appliance.service after the refused updates",
+    );
+    c.eq(
+        g(&after, "ready").as_str(),
+        "200",
+        "HTTPS after the refused updates",
+    );
+    c.eq(
+        g(&after, "hostname").as_str(),
+        new_domain,
+        "the host name after the refused updates",
+    );
+    // The reboot a package asked for.
+    let reboot = facts(6);
+    c.eq(
+        g(&reboot, "rebootupdate").as_str(),
+        "0",
+        "appliance-update with /run/reboot-required",
+    );
+    c.eq(
+        g(&reboot, "rebootpage").as_str(),
+        "1",
+        "the ready page's reboot notice",
+    );
+    c.eq(
+        g(&reboot, "scheduled").as_str(),
+        "(st) \"reboot\"",
+        "logind's scheduled shutdown",
+    );
+    c.eq(
+        g(&reboot, "rebootjournal").as_str(),
+        "1",
+        "appliance-update's line on the reboot",
+    );
+    c.check(o.console.contains("reboot: Restarting system"), || {
+        "the guest did not reboot (no \"reboot: Restarting system\" on the console)".into()
+    });
     c.finish();
 }
 
@@ -1636,4 +2043,737 @@ fn i1_default_image_sbom() {
         Some(want.as_str()),
         "the agent's entry and its sha256"
     );
+}
+
+/// One row of [`h1_hardware_matrix`]: one boot of the default image.
+struct HardwareRow {
+    name: &'static str,
+    firmware: Firmware,
+    machine: &'static str,
+    cpus: u32,
+    /// The root disk: its controller, the driver that must bind it, its
+    /// size (an overlay of the image, sparse).
+    root: (Bus, &'static str, u64),
+    /// The blank disk that becomes `ecs-data`: its controller and driver.
+    data: (Bus, &'static str),
+    /// The NICs (model, the drivers that may bind it); the first carries
+    /// SSH and HTTP.
+    nics: [(&'static str, &'static [&'static str]); 2],
+}
+
+/// The matrix: each controller and NIC once, not their product (each TCG
+/// boot costs minutes). virtio-blk and virtio-net are every other boot's.
+const HARDWARE_MATRIX: &[HardwareRow] = &[
+    HardwareRow {
+        name: "h1-a-pc-bios",
+        firmware: Firmware::Bios,
+        machine: "pc",
+        cpus: 4,
+        // Beyond the MBR's 2^32 sectors.
+        root: (Bus::VirtioScsi, "virtio_scsi", 2560 * GIB),
+        data: (Bus::Ide, "ata_piix"),
+        nics: [("rtl8139", &["8139cp", "8139too"]), ("e1000", &["e1000"])],
+    },
+    HardwareRow {
+        name: "h1-b-q35-uefi",
+        firmware: Firmware::Uefi,
+        machine: "q35",
+        cpus: 1,
+        root: (Bus::Nvme, "nvme", 8 * GIB),
+        data: (Bus::Sata, "ahci"),
+        nics: [("vmxnet3", &["vmxnet3"]), ("e1000e", &["e1000e"])],
+    },
+];
+
+/// What the guest says about its hardware: `nproc`, `/sys/firmware/efi`,
+/// each disk's drivers (from the disk, or an NVMe multipath namespace's
+/// first controller, up to its PCI device), each NIC's
+/// MAC, driver, carrier, operstate, name and IPv4 address.
+const HARDWARE_PROBE: &str = r#"echo "nproc $(nproc)"
+if [ -d /sys/firmware/efi ]; then echo "efi yes"; else echo "efi no"; fi
+for b in /sys/block/*; do
+  n=${b##*/}; case $n in loop*|sr*|ram*) continue;; esac
+  p=$(readlink -f "$b"); drv=""
+  # An NVMe namespace under native multipath is virtual, under its
+  # subsystem (device), which links to its controllers (nvmeN): the first
+  # one's PCI device.
+  case $p in /sys/devices/virtual/*)
+    for c in "$b"/device/nvme[0-9]*; do
+      [ -L "$c" ] || continue
+      q=$(readlink -f "$c")
+      case $q in /sys/devices/virtual/*) continue;; esac
+      p=$q; break
+    done;;
+  esac
+  while [ "$p" != /sys ] && [ "$p" != / ]; do
+    [ -e "$p/driver" ] && drv="$drv $(basename "$(readlink -f "$p/driver")")"
+    p=${p%/*}
+  done
+  echo "disk $n$drv"
+done
+for i in /sys/class/net/*; do
+  [ -e "$i/device/driver" ] || continue
+  n=${i##*/}
+  echo "nic $(cat "$i/address") $(basename "$(readlink -f "$i/device/driver")") $(cat "$i/carrier" 2>/dev/null || echo -) $(cat "$i/operstate") $n $(ip -4 -o addr show dev "$n" | awk '{print $4}' | head -n 1)"
+done"#;
+
+fn bus_name(b: Bus) -> &'static str {
+    match b {
+        Bus::Virtio => "virtio-blk",
+        Bus::VirtioScsi => "virtio-scsi",
+        Bus::Nvme => "NVMe",
+        Bus::Sata => "SATA (AHCI)",
+        Bus::Ide => "IDE (PIIX)",
+    }
+}
+
+/// The issue's hardware matrix, one boot per row of [`HARDWARE_MATRIX`]:
+/// the image boots, grows root, puts `ecs-data` on the blank disk of the
+/// row's controller and hands off; the guest shows the row's firmware,
+/// vCPUs, disk drivers and NIC drivers (each NIC with carrier and a DHCP
+/// address of its own network). Every row runs; the failures come at the end.
+#[test]
+fn h1_hardware_matrix() {
+    let _one = serial();
+    let Some((progs, image)) = setup() else {
+        return;
+    };
+    let mut failed = Vec::new();
+    let mut ran = Vec::new();
+    for row in HARDWARE_MATRIX {
+        let what = format!(
+            "{}: -machine {}, {:?}, {} vCPU(s), root on {} ({} GiB), data on {}, NICs {} (primary) + {}",
+            row.name,
+            row.machine,
+            row.firmware,
+            row.cpus,
+            bus_name(row.root.0),
+            row.root.2 / GIB,
+            bus_name(row.data.0),
+            row.nics[0].0,
+            row.nics[1].0
+        );
+        eprintln!("h1 boot {what}");
+        match hardware_row(progs, image, row) {
+            Ok(wall) => {
+                eprintln!("h1 passed {what} (report after {wall:.0} s)");
+                ran.push(format!("passed ({wall:.0} s) {what}"));
+            }
+            Err(e) => {
+                eprintln!("h1 FAILED {what}");
+                ran.push(format!("FAILED {what}"));
+                failed.push(e);
+            }
+        }
+    }
+    eprintln!("h1 matrix:\n  {}", ran.join("\n  "));
+    assert!(failed.is_empty(), "{}", failed.join("\n\n"));
+}
+
+/// One row's boot and checks; the boot's wall time to the report.
+fn hardware_row(progs: &Programs, image: &Image, row: &HardwareRow) -> Result<f64, String> {
+    let (root_bus, root_driver, root_bytes) = row.root;
+    let (data_bus, data_driver) = row.data;
+    // Disk 1 (the blank one) carries the serial `ecsdisk1` (vm::Bus); on
+    // AHCI and IDE alike udev names it after libata's model and serial.
+    let data_dev = "/dev/disk/by-id/ata-QEMU_HARDDISK_ecsdisk1";
+    let env = qemu_tests::harness::test_env(&format!(
+        "{{ignore: {{volatile: true}}, data: {{device: {data_dev}}}}}"
+    ));
+    let (env_path, iso) = seed(progs, row.name, &env).map_err(|e| format!("{e:#}"))?;
+    let flat = flatten(progs, &env_path).map_err(|e| format!("{e:#}"))?;
+    let dir = disks_dir(row.name);
+    let root = overlay(
+        &image.qcow2,
+        &dir,
+        "root.qcow2",
+        &format!("{}G", root_bytes / GIB),
+    )
+    .map_err(|e| format!("{e:#}"))?;
+    let data = blank_disk(&dir, "data.qcow2", "2G").map_err(|e| format!("{e:#}"))?;
+    let mut spec = BootSpec::new(row.name, row.firmware, vec![root.clone(), data], Some(iso));
+    spec.hardware = Hardware {
+        machine: row.machine.into(),
+        cpus: row.cpus,
+        disk_buses: vec![root_bus, data_bus],
+        nics: row.nics.iter().map(|n| n.0.to_string()).collect(),
+    };
+    spec.ssh = vec![SshProbe {
+        user: "root".into(),
+        key: Some(test_ssh_key()),
+        command: HARDWARE_PROBE.into(),
+    }];
+    let o = boot(&spec).map_err(|e| format!("{}: {e:#}", row.name))?;
+    record_timing(&o);
+    let r = o.report();
+    let mut c = Checks::new(&o);
+    check_handoff(&mut c, r, &o, &env, &flat, "cidata");
+    let want_fw = if row.firmware == Firmware::Uefi {
+        "uefi"
+    } else {
+        "bios"
+    };
+    c.eq(r.firmware.as_str(), want_fw, "firmware (report)");
+    check_root_fills(&mut c, r, root_bytes);
+    let disk = r.disks.get(&r.root.disk);
+    c.check(disk.is_some_and(|d| d.gpt_primary_sha256.is_some()), || {
+        format!("the root disk {} has no GPT: {disk:?}", r.root.disk)
+    });
+    if root_bytes > (1 << 32) * 512 {
+        let end = r.root.part_start_bytes + r.root.part_bytes;
+        c.check(end / 512 > 1 << 32, || {
+            format!("root ends at sector {}, not beyond 2^32", end / 512)
+        });
+        c.check(r.root.fs_bytes > 2048 * GIB, || {
+            format!(
+                "root filesystem is {} bytes, not over 2 TiB",
+                r.root.fs_bytes
+            )
+        });
+    }
+    // The probe's answer.
+    let probe = o.ssh.first();
+    c.check(probe.is_some_and(|p| p.status == Some(0)), || {
+        format!("the hardware probe over SSH: {probe:?}")
+    });
+    let out = probe.map(|p| p.stdout.clone()).unwrap_or_default();
+    eprintln!("h1 {}: the guest's hardware:\n{}", row.name, out.trim_end());
+    let field = |key: &str| -> Vec<Vec<String>> {
+        out.lines()
+            .filter_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
+            .map(|l| l.split_whitespace().map(str::to_string).collect())
+            .collect()
+    };
+    c.eq(
+        field("nproc"),
+        vec![vec![row.cpus.to_string()]],
+        "nproc in the guest",
+    );
+    let efi = if row.firmware == Firmware::Uefi {
+        "yes"
+    } else {
+        "no"
+    };
+    c.eq(
+        field("efi"),
+        vec![vec![efi.to_string()]],
+        "/sys/firmware/efi",
+    );
+    let disks = field("disk");
+    let drivers_of = |name: &str| -> Vec<String> {
+        disks
+            .iter()
+            .find(|d| d.first().map(String::as_str) == Some(name))
+            .map(|d| d[1..].to_vec())
+            .unwrap_or_default()
+    };
+    let root_drivers = drivers_of(&r.root.disk);
+    c.check(root_drivers.iter().any(|d| d == root_driver), || {
+        format!(
+            "root disk {} is driven by {root_drivers:?}, want {root_driver}; disks: {disks:?}",
+            r.root.disk
+        )
+    });
+    let data_fs = r.ext_labels.get("ecs-data").cloned().unwrap_or_default();
+    c.eq(data_fs.len(), 1, "filesystems labelled ecs-data");
+    let data_disk = data_fs
+        .first()
+        .map(|f| f.device.trim_start_matches("/dev/").to_string())
+        .unwrap_or_default();
+    let data_drivers = drivers_of(&data_disk);
+    c.check(data_drivers.iter().any(|d| d == data_driver), || {
+        format!(
+            "ecs-data is on {data_disk:?}, driven by {data_drivers:?}, want {data_driver}; disks: {disks:?}"
+        )
+    });
+    c.check(data_disk != r.root.disk, || {
+        format!("ecs-data is on the root disk {data_disk}")
+    });
+    c.eq(
+        r.mounts.get("/data").and_then(|m| m.label.as_deref()),
+        Some("ecs-data"),
+        "label of the filesystem at /data",
+    );
+    let nics = field("nic");
+    for (i, (model, drivers)) in row.nics.iter().enumerate() {
+        let mac = Hardware::mac(i);
+        let nic = nics.iter().find(|n| n.first() == Some(&mac));
+        let want_net = format!("10.0.{}.", 2 + i);
+        c.check(
+            nic.is_some_and(|n| {
+                n.len() == 6
+                    && drivers.contains(&n[1].as_str())
+                    && n[2] == "1"
+                    && n[3] == "up"
+                    && n[5].starts_with(&want_net)
+            }),
+            || {
+                format!(
+                    "NIC {i} ({model}, {mac}): want driver {drivers:?}, carrier 1, up, \
+                     an address in {want_net}0/24; the guest's NICs: {nics:?}"
+                )
+            },
+        );
+    }
+    c.check(nics.len() == row.nics.len(), || {
+        format!("the guest has NICs {nics:?}, want {}", row.nics.len())
+    });
+    // What the sparse root disk took on the host.
+    if let Ok(m) = std::fs::metadata(&root) {
+        use std::os::unix::fs::MetadataExt;
+        eprintln!(
+            "h1 {}: root overlay {} MiB allocated on the host for {} GiB virtual",
+            row.name,
+            m.blocks() * 512 / MIB,
+            root_bytes / GIB
+        );
+    }
+    let wall = o.wall.as_secs_f64();
+    c.result().map(|()| wall)
+}
+
+/// An OpenPGP key without a passphrase for `appliance.backup.encrypt`
+/// (ed25519 + cv25519, made by the host's gpg in `dir`): its armored
+/// private key.
+fn backup_key(dir: &Path) -> String {
+    let home = dir.join("gnupg");
+    let _ = std::fs::remove_dir_all(&home);
+    std::fs::create_dir_all(&home).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let gpg = |args: &[&str], what: &str| {
+        ok(qemu_tests::harness::run(
+            std::process::Command::new("gpg")
+                .arg("--homedir")
+                .arg(&home)
+                .args(["--batch", "--passphrase", ""])
+                .args(args),
+            what,
+        ))
+    };
+    gpg(
+        &[
+            "--quick-gen-key",
+            "ECS boot-test backups <backup@ecs-boot-test.example.org>",
+            "future-default",
+            "default",
+            "never",
+        ],
+        "gpg: the test backup key",
+    );
+    let key = gpg(
+        &["--armor", "--export-secret-keys"],
+        "gpg: exporting the backup key",
+    );
+    // No agent left behind on the host.
+    let _ = std::process::Command::new("gpgconf")
+        .arg("--homedir")
+        .arg(&home)
+        .args(["--kill", "gpg-agent"])
+        .status();
+    key
+}
+
+/// A qcow2 disk with an empty ext4 filesystem (mkfs.ext4 on a raw file,
+/// converted): the backup disk both appliances of b1 mount.
+fn ext4_disk(dir: &Path, name: &str) -> PathBuf {
+    let raw = dir.join(format!("{name}.raw"));
+    let qcow2 = dir.join(format!("{name}.qcow2"));
+    let _ = std::fs::remove_file(&raw);
+    let _ = std::fs::remove_file(&qcow2);
+    std::fs::File::create(&raw)
+        .unwrap()
+        .set_len(2 * GIB)
+        .unwrap();
+    ok(qemu_tests::harness::run(
+        std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-L", "ecs-backup"])
+            .arg(&raw),
+        "mkfs.ext4 (the backup disk)",
+    ));
+    ok(qemu_tests::harness::run(
+        std::process::Command::new("qemu-img")
+            .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
+            .arg(&raw)
+            .arg(&qcow2),
+        "qemu-img convert (the backup disk)",
+    ));
+    std::fs::remove_file(&raw).unwrap();
+    qcow2
+}
+
+/// Backups and disaster recovery (layer 70-backup), the original manual's
+/// chapter end to end in two boots sharing one backup disk (vdb, ext4,
+/// mounted through `appliance.backup.mount`, the `file://` target on it).
+/// Appliance A: the timer runs; a row and a file, `systemctl start
+/// appliance-backup` (full; no key or mount option in the process list or
+/// the journal), another row and file, a second backup (incremental), a
+/// third row and 40 MB more, a third backup killed (`kill -9` of duplicity
+/// after two volumes: a power loss for the backup); without
+/// `backup.url` the timer stops and a notice says so. Appliance B, a fresh
+/// overlay of the image with the same env and backup disk: the start stops
+/// before the application ("restore with recover-from-backup") and refuses
+/// to back up; `recover-from-backup` without `--yes-i-am-sure` does
+/// nothing; with another key it fails saying so and changes nothing; with
+/// the env's key it restores the second backup (two rows, two files, not
+/// the interrupted third) and the appliance is ready.
+#[test]
+fn b1_backup_and_recovery() {
+    let _one = serial();
+    let Some((progs, image)) = setup() else {
+        return;
+    };
+    let name = "b1-backup";
+    let dir = disks_dir(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = backup_key(&dir);
+    let key_block: String = key.trim().lines().map(|l| format!("      {l}\n")).collect();
+    let env = env_ignore_storage().replace(
+        "  metric: {exporter: true}\n",
+        &format!(
+            "  metric: {{exporter: true}}\n  backup:\n    \
+             url: file:///mnt/ecs-backup/appliance\n    \
+             options: \"--volsize 5\"\n    \
+             mount: {{type: ext4, source: /dev/vdb, target: /mnt/ecs-backup, options: \"noatime,nodiratime\"}}\n    \
+             encrypt: |\n{key_block}"
+        ),
+    );
+    let (_env_path, iso) = ok(seed(progs, name, &env));
+    let backup_disk = ext4_disk(&dir, "backup");
+    let root = |command: &str| SshProbe {
+        user: "root".into(),
+        key: Some(test_ssh_key()),
+        command: command.into(),
+    };
+    // Shared by the probes: psql as postgres in the env's database; what
+    // the backup disk holds (mounted read-only while no backup runs).
+    let helpers = format!(
+        "q() {{ runuser -u postgres -- /usr/lib/postgresql/*/bin/psql -X -qtA -d {TEST_DATABASE} -c \"$1\" 2>&1; }}; \
+         target() {{ mkdir -p /mnt/look; mount -o ro /dev/vdb /mnt/look && ls /mnt/look/appliance; umount /mnt/look; }}; "
+    );
+    // Needles made at run time: the probe's own command line (in the
+    // process list while it runs) must not hold them.
+    let backup_watched = "o=nodira; o=${o}time; \
+         frag=$(. /run/active-env.env; printf '%s\\n' \"$APPLIANCE_BACKUP_ENCRYPT\" | sed -n 4p); \
+         rm -f /run/ps.log; ( while :; do ps -eo comm=,args= >> /run/ps.log; sleep 0.2; done ) & sampler=$!; \
+         systemctl start appliance-backup; echo \"backup=$?\"; \
+         kill $sampler; \
+         n=dupli; echo \"ps_runs=$(grep -c \"bin/${n}city \" /run/ps.log)\"; \
+         echo \"ps_key=$(grep -cF -- \"$frag\" /run/ps.log)\"; \
+         echo \"ps_opts=$(grep -c \"$o\" /run/ps.log)\"; \
+         echo \"journal_key=$(journalctl -b -o cat -u appliance-backup -u appliance-backup-setup -u appliance | grep -cF -- \"$frag\")\"; \
+         echo \"journal_opts=$(journalctl -b -o cat -u appliance-backup -u appliance-backup-setup -u appliance | grep -c \"$o\")\"; \
+         echo \"mounted=$(findmnt -n /mnt/ecs-backup | wc -l)\"; ";
+
+    // A: three backups, the third interrupted.
+    let disk_a = ok(overlay(&image.qcow2, &dir, "a.qcow2", "8G"));
+    let mut spec = BootSpec::new(
+        &format!("{name}-a"),
+        Firmware::Uefi,
+        vec![disk_a, backup_disk.clone()],
+        Some(iso.clone()),
+    );
+    spec.ssh = vec![
+        root(&format!(
+            "{helpers} echo \"timer=$(systemctl is-active appliance-backup.timer)\"; \
+             echo \"calendar=$(systemctl show -P TimersCalendar appliance-backup.timer)\"; \
+             echo \"create=$(q \"SET ROLE app; CREATE TABLE notes (t text); INSERT INTO notes VALUES ('first')\")\"; \
+             install -d /data/ecs-storage-vault; echo doc-one > /data/ecs-storage-vault/doc1; \
+             {backup_watched} \
+             echo \"full=$(target | grep -c '^duplicity-full\\..*\\.manifest\\.gpg$')\"; \
+             echo \"dump=$(ls /data/ecs-pgdump)\"; \
+             echo \"notice=$(cat /run/ecs-appliance/notices/backup 2>/dev/null)\""
+        )),
+        root(&format!(
+            "{helpers} q \"SET ROLE app; INSERT INTO notes VALUES ('second')\" >/dev/null; \
+             echo doc-two > /data/ecs-storage-vault/doc2; \
+             systemctl start appliance-backup; echo \"backup=$?\"; \
+             echo \"inc=$(target | grep -c '^duplicity-inc\\..*\\.manifest\\.gpg$')\"; \
+             echo \"full=$(target | grep -c '^duplicity-full\\..*\\.manifest\\.gpg$')\""
+        )),
+        root(&format!(
+            "{helpers} q \"SET ROLE app; INSERT INTO notes VALUES ('third')\" >/dev/null; \
+             head -c 40M /dev/urandom > /data/ecs-storage-vault/big.bin; \
+             vols0=$(target | grep -c 'difftar\\.gpg$'); \
+             systemctl start --no-block appliance-backup; \
+             for i in $(seq 600); do \
+               n=$(ls /mnt/ecs-backup/appliance 2>/dev/null | grep -c 'difftar\\.gpg$'); \
+               [ \"$n\" -ge $((vols0 + 2)) ] && break; sleep 0.5; done; \
+             n=dupli; pid=$(pgrep -f \"/usr/bin/${{n}}city \" | head -n 1); echo \"killed=$([ -n \"$pid\" ] && kill -9 $pid && echo yes)\"; \
+             for i in $(seq 120); do [ \"$(systemctl is-active appliance-backup)\" = activating ] || break; sleep 1; done; \
+             echo \"result=$(systemctl show -P Result appliance-backup)\"; \
+             echo \"notice=$(cat /run/ecs-appliance/notices/backup 2>/dev/null)\"; \
+             echo \"vols=$vols0 $(target | grep -c 'difftar\\.gpg$')\"; \
+             echo \"inc=$(target | grep -c '^duplicity-inc\\..*\\.manifest\\.gpg$')\""
+        )),
+        root(
+            "cp /run/active-env.env /run/env.keep; echo APPLIANCE_BACKUP_URL= >> /run/active-env.env; \
+             systemctl restart appliance-backup-setup; \
+             echo \"timer=$(systemctl is-active appliance-backup.timer)\"; \
+             echo \"notice=$(cat /run/ecs-appliance/notices/backup 2>/dev/null)\"; \
+             cp /run/env.keep /run/active-env.env",
+        ),
+    ];
+    let o = ok(boot(&spec));
+    record_timing(&o);
+    let r = o.report();
+    let mut c = Checks::new(&o);
+    c.eq(
+        r.units
+            .get("appliance.service")
+            .map(|u| u.active_state.as_str()),
+        Some("active"),
+        "A: appliance.service (no backup yet: no stop)",
+    );
+    let f = o.ssh_facts(0);
+    let get = |k: &str| f.get(k).map(String::as_str).unwrap_or("");
+    c.eq(get("timer"), "active", "A: appliance-backup.timer");
+    c.check(
+        get("calendar").contains("OnCalendar=*-*-* 02:30:00"),
+        || format!("A: the timer's calendar: {:?}", get("calendar")),
+    );
+    c.eq(get("create"), "", "A: the first row (psql's complaints)");
+    c.eq(get("backup"), "0", "A: the first backup's status");
+    c.check(get("ps_runs").parse::<u32>().unwrap_or(0) > 0, || {
+        format!(
+            "A: the process list sampler never saw duplicity ({:?})",
+            o.ssh.first()
+        )
+    });
+    c.eq(
+        get("ps_key"),
+        "0",
+        "A: process list lines with the backup key",
+    );
+    c.eq(
+        get("ps_opts"),
+        "0",
+        "A: process list lines with the mount options",
+    );
+    c.eq(
+        get("journal_key"),
+        "0",
+        "A: journal lines with the backup key",
+    );
+    c.eq(
+        get("journal_opts"),
+        "0",
+        "A: journal lines with the mount options",
+    );
+    c.eq(get("mounted"), "0", "A: the backup mount after the backup");
+    let frag = key.lines().nth(3).unwrap_or("no key line");
+    c.check(
+        !o.console
+            .lines()
+            .filter(|l| !l.contains(qemu_tests::report::MARKER))
+            .any(|l| l.contains(frag)),
+        || "A: the console shows the backup key".into(),
+    );
+    c.eq(
+        get("full"),
+        "1",
+        "A: full backups on the target after the first",
+    );
+    c.eq(
+        get("dump"),
+        format!("{TEST_DATABASE}.pgdump").as_str(),
+        "A: /data/ecs-pgdump",
+    );
+    c.eq(
+        get("notice"),
+        "",
+        "A: the backup notice after a good backup",
+    );
+    let f = o.ssh_facts(1);
+    let get = |k: &str| f.get(k).map(String::as_str).unwrap_or("");
+    c.eq(get("backup"), "0", "A: the second backup's status");
+    c.eq(get("inc"), "1", "A: incremental backups after the second");
+    c.eq(get("full"), "1", "A: full backups after the second");
+    let f = o.ssh_facts(2);
+    let get = |k: &str| f.get(k).map(String::as_str).unwrap_or("");
+    c.eq(get("killed"), "yes", "A: duplicity killed mid-backup");
+    c.eq(
+        get("result"),
+        "exit-code",
+        "A: the interrupted backup's result",
+    );
+    c.check(get("notice").contains("failed"), || {
+        format!("A: the notice of the failed backup: {:?}", get("notice"))
+    });
+    let vols: Vec<u32> = get("vols")
+        .split(' ')
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    c.check(vols.len() == 2 && vols[1] >= vols[0] + 2, || {
+        format!(
+            "A: the interrupted backup left no volumes (before, after): {:?}",
+            get("vols")
+        )
+    });
+    c.eq(
+        get("inc"),
+        "1",
+        "A: complete incremental backups after the kill",
+    );
+    let f = o.ssh_facts(3);
+    let get = |k: &str| f.get(k).map(String::as_str).unwrap_or("");
+    c.eq(get("timer"), "inactive", "A: the timer without backup.url");
+    c.eq(
+        get("notice"),
+        "no backups: appliance.backup.url is not set",
+        "A: the notice without backup.url",
+    );
+    c.finish();
+
+    // B: a new machine, the same env and backup disk.
+    let disk_b = ok(overlay(&image.qcow2, &dir, "b.qcow2", "8G"));
+    let mut spec = BootSpec::new(
+        &format!("{name}-b"),
+        Firmware::Uefi,
+        vec![disk_b, backup_disk],
+        Some(iso),
+    );
+    let state = "state() { echo \"$(find /data -path /data/postgresql -prune -o -type f -printf '%p %s %T@\\n' -o -printf '%p/\\n' | sort | sha256sum | cut -c1-16) \
+         $(q \"select count(*) from pg_tables where schemaname = 'public'\") $(sha256sum < /run/appliance-failed | cut -c1-16) $(systemctl is-active appliance)\"; }; ";
+    spec.ssh = vec![
+        root(&format!(
+            "{helpers} {state} before=$(state); \
+             out=$(recover-from-backup 2>&1); echo \"rc=$?\"; \
+             echo \"says=$(printf '%s' \"$out\" | grep -c -- '--yes-i-am-sure')\"; \
+             echo \"nothing=$(printf '%s' \"$out\" | grep -c 'Nothing was done')\"; \
+             systemctl start appliance-backup; echo \"backup=$?\"; \
+             echo \"refused=$(journalctl -b -u appliance-backup -o cat | grep -c 'waits for recover-from-backup')\"; \
+             echo \"same=$([ \"$before\" = \"$(state)\" ] && echo yes || echo \"no: $before / $(state)\")\""
+        )),
+        root(&format!(
+            "{helpers} {state} before=$(state); \
+             d=$(mktemp -d); gpg --homedir $d --batch --passphrase '' --quick-gen-key 'wrong <wrong@example.org>' future-default default never 2>/dev/null; \
+             cp /run/active-env.env /run/env.keep; \
+             printf \"APPLIANCE_BACKUP_ENCRYPT='%s'\\n\" \"$(gpg --homedir $d --batch --armor --export-secret-keys)\" >> /run/active-env.env; \
+             gpgconf --homedir $d --kill gpg-agent; rm -rf $d; \
+             out=$(recover-from-backup --yes-i-am-sure 2>&1); echo \"rc=$?\"; \
+             cp /run/env.keep /run/active-env.env; \
+             echo \"msg=$(printf '%s\\n' \"$out\" | grep 'appliance-backup: failed' | tail -n 1)\"; \
+             echo \"same=$([ \"$before\" = \"$(state)\" ] && echo yes || echo \"no: $before / $(state)\")\""
+        )),
+        root(&format!(
+            "{helpers} recover-from-backup --yes-i-am-sure > /run/recover.log 2>&1; echo \"rc=$?\"; \
+             echo \"last=$(tail -n 1 /run/recover.log)\"; \
+             echo \"rows=$(q 'select string_agg(t, chr(44) order by t) from notes')\"; \
+             echo \"owner=$(q \"select tableowner from pg_tables where tablename = 'notes'\")\"; \
+             echo \"docs=$(cat /data/ecs-storage-vault/doc1 /data/ecs-storage-vault/doc2 | tr '\\n' ' ')\"; \
+             echo \"big=$(ls /data/ecs-storage-vault/big.bin 2>/dev/null)\"; \
+             echo \"appliance=$(systemctl is-active appliance)\"; \
+             echo \"failed=$(cat /run/appliance-failed 2>/dev/null)\"; \
+             echo \"leftover=$(ls -d /data/.recover-* 2>/dev/null | wc -l)\"; \
+             echo \"page=$(curl -sk https://127.0.0.1/ | grep -c 'Appliance Ready')\""
+        )),
+    ];
+    let o = ok(boot(&spec));
+    record_timing(&o);
+    let r = o.report();
+    let mut c = Checks::new(&o);
+    let reason = r
+        .files
+        .get("/run/appliance-failed")
+        .and_then(|f| f.content.clone())
+        .unwrap_or_default();
+    c.check(
+        reason.contains("is empty and a backup exists")
+            && reason.contains("restore with recover-from-backup --yes-i-am-sure"),
+        || format!("B: /run/appliance-failed should ask for recover-from-backup: {reason:?}"),
+    );
+    c.eq(
+        o.page().0,
+        503,
+        "B: the status page while the recovery waits",
+    );
+    let f = o.ssh_facts(0);
+    let get = |k: &str| f.get(k).map(String::as_str).unwrap_or("");
+    c.eq(
+        get("rc"),
+        "2",
+        "B: recover-from-backup without --yes-i-am-sure",
+    );
+    c.check(get("says").parse::<u32>().unwrap_or(0) > 0, || {
+        format!(
+            "B: the explanation does not name --yes-i-am-sure: {:?}",
+            o.ssh.first()
+        )
+    });
+    c.eq(
+        get("nothing"),
+        "1",
+        "B: the explanation says nothing was done",
+    );
+    c.check(get("backup") != "0" && get("refused") != "0", || {
+        format!(
+            "B: a backup while waiting for the recovery must be refused: {:?}",
+            o.ssh.first()
+        )
+    });
+    c.eq(
+        get("same"),
+        "yes",
+        "B: /data and the database without --yes-i-am-sure",
+    );
+    let f = o.ssh_facts(1);
+    let get = |k: &str| f.get(k).map(String::as_str).unwrap_or("");
+    c.eq(get("rc"), "1", "B: recover-from-backup with another key");
+    c.check(
+        get("msg").contains("cannot be decrypted with the key in appliance.backup.encrypt")
+            && get("msg").contains("nothing was changed"),
+        || {
+            format!(
+                "B: the wrong key's message: {:?} ({:?})",
+                get("msg"),
+                o.ssh.get(1)
+            )
+        },
+    );
+    c.eq(
+        get("same"),
+        "yes",
+        "B: /data and the database after the wrong key",
+    );
+    let f = o.ssh_facts(2);
+    let get = |k: &str| f.get(k).map(String::as_str).unwrap_or("");
+    c.eq(get("rc"), "0", "B: recover-from-backup --yes-i-am-sure");
+    c.eq(
+        get("rows"),
+        "first,second",
+        "B: the rows restored (the third backup was interrupted)",
+    );
+    c.eq(get("owner"), "app", "B: the restored table's owner");
+    c.eq(get("docs"), "doc-one doc-two ", "B: the restored files");
+    c.eq(get("big"), "", "B: the interrupted backup's file");
+    c.eq(
+        get("appliance"),
+        "active",
+        "B: appliance.service after the recovery",
+    );
+    c.eq(
+        get("failed"),
+        "",
+        "B: /run/appliance-failed after the recovery",
+    );
+    c.eq(
+        get("leftover"),
+        "0",
+        "B: /data/.recover-* after the recovery",
+    );
+    c.check(get("page").parse::<u32>().unwrap_or(0) > 0, || {
+        format!(
+            "B: not the ready page after the recovery ({:?} lines with Appliance Ready)",
+            get("page")
+        )
+    });
+    c.check(get("last").contains("recovered"), || {
+        format!(
+            "B: recover-from-backup's last line: {:?} ({:?})",
+            get("last"),
+            o.ssh.get(2)
+        )
+    });
+    c.finish();
 }

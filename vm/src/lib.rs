@@ -154,12 +154,32 @@ pub fn require_tool(tool: &str) -> Result<()> {
     Ok(())
 }
 
+/// The controller a disk hangs on. Disk N (counting the VM's disks from 0,
+/// CD-ROMs aside) carries the serial `ecsdiskN` on every bus but virtio-blk,
+/// so the guest's `/dev/disk/by-id/` names it (e.g.
+/// `ata-QEMU_HARDDISK_ecsdisk1`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bus {
+    /// virtio-blk (`/dev/vdX`).
+    Virtio,
+    /// A disk on one virtio-scsi controller (`/dev/sdX`).
+    VirtioScsi,
+    /// Its own NVMe controller (`/dev/nvmeNn1`).
+    Nvme,
+    /// A port of one added AHCI controller (`/dev/sdX`).
+    Sata,
+    /// The secondary channel of the i440FX's PIIX IDE controller (the
+    /// primary one has the CD-ROM); only with [`Vm::machine`] `pc`.
+    Ide,
+}
+
 /// One disk attached to the VM.
 #[derive(Clone, Debug)]
 struct Drive {
     path: PathBuf,
     format: String,
     cdrom: bool,
+    bus: Bus,
 }
 
 /// A VM run: firmware, disks and limits.
@@ -167,6 +187,7 @@ struct Drive {
 pub struct Vm {
     console_log: PathBuf,
     firmware: Firmware,
+    machine: String,
     drives: Vec<Drive>,
     memory_mib: u32,
     smp: u32,
@@ -174,6 +195,10 @@ pub struct Vm {
     timeout: Duration,
     snapshot: bool,
     extra: Vec<String>,
+    /// After the hook: wait this long for the guest to stop by itself (a
+    /// reboot, which `-no-reboot` turns into QEMU's exit) instead of
+    /// pressing the power button.
+    stops_itself: Option<Duration>,
 }
 
 /// What a run saw.
@@ -192,6 +217,7 @@ impl Vm {
         Vm {
             console_log: console_log.into(),
             firmware: Firmware::Bios,
+            machine: "q35".into(),
             drives: Vec::new(),
             memory_mib: 1024,
             smp: 1,
@@ -199,7 +225,15 @@ impl Vm {
             timeout: Duration::from_secs(300),
             snapshot: false,
             extra: Vec::new(),
+            stops_itself: None,
         }
+    }
+
+    /// The guest reboots or powers off by itself after the hook of
+    /// [`Vm::run_until_then`] (within `within`): no power button is pressed.
+    pub fn stops_itself(mut self, within: Duration) -> Vm {
+        self.stops_itself = Some(within);
+        self
     }
 
     pub fn firmware(mut self, f: Firmware) -> Vm {
@@ -207,13 +241,26 @@ impl Vm {
         self
     }
 
+    /// QEMU's machine type (default `q35`; `pc` is the i440FX with IDE).
+    pub fn machine(mut self, m: &str) -> Vm {
+        self.machine = m.into();
+        self
+    }
+
     /// A virtio disk (`format` as QEMU names it: raw, qcow2, vmdk, vpc (VHD),
     /// vhdx, vdi).
-    pub fn disk(mut self, path: impl Into<PathBuf>, format: &str) -> Vm {
+    pub fn disk(self, path: impl Into<PathBuf>, format: &str) -> Vm {
+        self.disk_on(path, format, Bus::Virtio)
+    }
+
+    /// A disk on `bus`. When any disk is not on virtio-blk, the first disk
+    /// is the firmware's first boot device (`bootindex=0`).
+    pub fn disk_on(mut self, path: impl Into<PathBuf>, format: &str, bus: Bus) -> Vm {
         self.drives.push(Drive {
             path: path.into(),
             format: format.into(),
             cdrom: false,
+            bus,
         });
         self
     }
@@ -224,6 +271,9 @@ impl Vm {
             path: path.into(),
             format: "raw".into(),
             cdrom: true,
+            // Unused: a CD-ROM goes where QEMU puts `media=cdrom` (the
+            // first IDE or SATA port).
+            bus: Bus::Ide,
         });
         self
     }
@@ -266,7 +316,7 @@ impl Vm {
     /// variable store copy for UEFI runs.
     pub fn command(&self, accel: Accel, vars: Option<&Path>) -> Command {
         let mut c = Command::new(QEMU);
-        c.args(["-accel", accel.arg(), "-machine", "q35"])
+        c.args(["-accel", accel.arg(), "-machine", &self.machine])
             .args(["-m", &self.memory_mib.to_string()])
             .args(["-smp", &self.smp.to_string()])
             .args(["-display", "none", "-nodefaults", "-monitor", "none"])
@@ -283,17 +333,50 @@ impl Vm {
                     .arg(format!("if=pflash,format=raw,unit=1,file={}", v.display()));
             }
         }
-        for d in &self.drives {
-            let mut spec = format!("file={},format={}", d.path.display(), d.format);
-            if d.cdrom {
-                spec.push_str(",media=cdrom,readonly=on");
-            } else {
-                spec.push_str(",if=virtio");
-                if self.snapshot {
-                    spec.push_str(",snapshot=on");
-                }
+        // Today's command line (`if=virtio`) unless a disk is elsewhere;
+        // then every disk is a `-device` of its controller.
+        let devices = self.drives.iter().any(|d| !d.cdrom && d.bus != Bus::Virtio);
+        let (mut scsi, mut sata) = (false, 0);
+        for (n, d) in self.drives.iter().filter(|d| !d.cdrom).enumerate() {
+            let file = format!("file={},format={}", d.path.display(), d.format);
+            let snap = if self.snapshot { ",snapshot=on" } else { "" };
+            if !devices {
+                c.arg("-drive").arg(format!("{file},if=virtio{snap}"));
+                continue;
             }
-            c.arg("-drive").arg(spec);
+            // A guest that zeroes without a zeroing command (ext4's inode
+            // tables over AHCI or IDE) then allocates nothing in the file.
+            c.arg("-drive")
+                .arg(format!("{file},if=none,id=disk{n},detect-zeroes=on{snap}"));
+            let serial = format!("drive=disk{n},serial=ecsdisk{n}");
+            let dev = match d.bus {
+                Bus::Virtio => format!("virtio-blk-pci,drive=disk{n}"),
+                Bus::VirtioScsi => {
+                    if !scsi {
+                        c.args(["-device", "virtio-scsi-pci,id=scsi0"]);
+                        scsi = true;
+                    }
+                    format!("scsi-hd,bus=scsi0.0,{serial}")
+                }
+                Bus::Nvme => format!("nvme,{serial}"),
+                Bus::Sata => {
+                    if sata == 0 {
+                        c.args(["-device", "ahci,id=ahci0"]);
+                    }
+                    sata += 1;
+                    format!("ide-hd,bus=ahci0.{},{serial}", sata - 1)
+                }
+                Bus::Ide => format!("ide-hd,bus=ide.1,{serial}"),
+            };
+            let boot = if n == 0 { ",bootindex=0" } else { "" };
+            c.arg("-device").arg(format!("{dev}{boot}"));
+        }
+        for d in self.drives.iter().filter(|d| d.cdrom) {
+            c.arg("-drive").arg(format!(
+                "file={},format={},media=cdrom,readonly=on",
+                d.path.display(),
+                d.format
+            ));
         }
         c.args(&self.extra);
         c
@@ -354,6 +437,12 @@ impl Vm {
         for d in &self.drives {
             if !d.path.exists() {
                 bail!("disk {} does not exist", d.path.display());
+            }
+            if d.bus == Bus::Ide && !d.cdrom && !self.machine.starts_with("pc") {
+                bail!(
+                    "an IDE disk needs the i440FX machine (`pc`), not {:?}: q35's IDE buses are AHCI ports",
+                    self.machine
+                );
             }
         }
         let mut cmd = self.command(accel, vars.as_deref());
@@ -447,6 +536,15 @@ impl Vm {
         let console =
             String::from_utf8_lossy(&fs::read(&self.console_log).unwrap_or_default()).into_owned();
         hook(&console)?;
+        if let Some(within) = self.stops_itself {
+            return match rx.recv_timeout(within) {
+                Ok(Event::Eof) | Err(mpsc::RecvTimeoutError::Disconnected) => Ok(()),
+                _ => Err(anyhow!(
+                    "the guest did not stop by itself within {}s; QEMU killed",
+                    within.as_secs()
+                )),
+            };
+        }
         qmp_powerdown(qmp)?;
         match rx.recv_timeout(POWERDOWN_TIMEOUT) {
             Ok(Event::Eof) | Err(mpsc::RecvTimeoutError::Disconnected) => Ok(()),
@@ -592,6 +690,40 @@ mod tests {
             line.contains("file=/s.iso,format=raw,media=cdrom"),
             "{line}"
         );
+    }
+
+    #[test]
+    fn command_line_puts_disks_on_their_controllers() {
+        let vm = Vm::new("/tmp/c.log")
+            .machine("pc")
+            .disk_on("/root.qcow2", "qcow2", Bus::VirtioScsi)
+            .disk_on("/ide.qcow2", "qcow2", Bus::Ide)
+            .disk_on("/nvme.qcow2", "qcow2", Bus::Nvme)
+            .disk_on("/sata.qcow2", "qcow2", Bus::Sata)
+            .disk_on("/sata2.qcow2", "qcow2", Bus::Sata)
+            .disk("/vd.qcow2", "qcow2")
+            .cdrom("/s.iso");
+        let c = vm.command(Accel::Tcg, None);
+        let line = c
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        for want in [
+            "-machine pc ",
+            "-drive file=/root.qcow2,format=qcow2,if=none,id=disk0,detect-zeroes=on",
+            "-device virtio-scsi-pci,id=scsi0 -device scsi-hd,bus=scsi0.0,drive=disk0,serial=ecsdisk0,bootindex=0",
+            "-device ide-hd,bus=ide.1,drive=disk1,serial=ecsdisk1 ",
+            "-device nvme,drive=disk2,serial=ecsdisk2 ",
+            "-device ahci,id=ahci0 -device ide-hd,bus=ahci0.0,drive=disk3,serial=ecsdisk3 ",
+            "-device ide-hd,bus=ahci0.1,drive=disk4,serial=ecsdisk4 ",
+            "-device virtio-blk-pci,drive=disk5 ",
+            "file=/s.iso,format=raw,media=cdrom,readonly=on",
+        ] {
+            assert!(line.contains(want), "{want:?} not in {line}");
+        }
+        assert_eq!(line.matches("virtio-scsi-pci").count(), 1, "{line}");
+        assert_eq!(line.matches("-device ahci,").count(), 1, "{line}");
     }
 
     #[test]

@@ -49,6 +49,47 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Runs imgbuild with `SOURCE_DATE_EPOCH` set (reproducible outputs).
+pub fn imgbuild_at(epoch: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_imgbuild"))
+        .args(args)
+        .env("SOURCE_DATE_EPOCH", epoch)
+        .output()
+        .expect("running imgbuild")
+}
+
+/// imgbuild succeeded, else its stderr.
+pub fn assert_ok(o: &Output) {
+    assert!(
+        o.status.success(),
+        "imgbuild failed ({}):\n{}",
+        o.status,
+        stderr(o)
+    );
+}
+
+/// imgbuild refused bad input (exit 2) saying each of `needles`.
+pub fn assert_bad(o: &Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "want exit 2:\n{err}");
+    for n in needles {
+        assert!(err.contains(n), "want {n:?} in:\n{err}");
+    }
+}
+
+/// Runs a tool that must succeed; its stdout.
+pub fn run_ok(cmd: &str, args: &[&str]) -> String {
+    let o = Command::new(cmd).args(args).output().unwrap();
+    assert!(
+        o.status.success(),
+        "{cmd} {args:?} failed ({}):\n{}{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 pub fn write(path: &Path, text: &str, mode: u32) {
     fs::create_dir_all(path.parent().unwrap()).unwrap();
     fs::write(path, text).unwrap();

@@ -97,7 +97,11 @@ fn collect(errors: &mut Vec<String>) -> Report {
             .collect();
         names.sort();
         for name in names {
-            if name.starts_with("sr") || name.starts_with("loop") {
+            // No `dev`: a hidden disk (NVMe multipath's per-path node).
+            if name.starts_with("sr")
+                || name.starts_with("loop")
+                || !Path::new(&format!("/sys/class/block/{name}/dev")).exists()
+            {
                 continue;
             }
             let dev = format!("/dev/{name}");

@@ -77,6 +77,47 @@ pub struct BootSpec {
     /// Before the SSH probes: the outside peers of the mail and metrics
     /// ports ([`ServicePorts::probe`], [`Outcome::services`]).
     pub services: bool,
+    /// The emulated machine (default: q35, 2 vCPUs, virtio disks and NIC).
+    pub hardware: Hardware,
+    /// The last SSH probe makes the guest reboot (QEMU exits, `-no-reboot`)
+    /// within this long: the power button is not pressed.
+    pub reboots_within: Option<Duration>,
+}
+
+/// The emulated hardware of one boot.
+#[derive(Clone, Debug)]
+pub struct Hardware {
+    /// QEMU's `-machine`: `q35`, or `pc` (i440FX, with PIIX IDE).
+    pub machine: String,
+    pub cpus: u32,
+    /// The controller of each of [`BootSpec::disks`], in order; a disk
+    /// beyond the list is on virtio-blk.
+    pub disk_buses: Vec<Bus>,
+    /// The NICs' QEMU models. The first carries the port forwards (user
+    /// network 10.0.2.0/24); NIC `i` after it has a user network of its own,
+    /// 10.0.`2+i`.0/24. NIC `i`'s MAC is [`Hardware::mac`]`(i)`.
+    pub nics: Vec<String>,
+}
+
+impl Default for Hardware {
+    fn default() -> Self {
+        Hardware {
+            machine: "q35".into(),
+            // qemu64 and two vCPUs boot fastest under TCG here
+            // (BENCHMARKS.md); the image's command line carries the i8042
+            // cure for -smp 2.
+            cpus: 2,
+            disk_buses: Vec::new(),
+            nics: vec!["virtio-net-pci".into()],
+        }
+    }
+}
+
+impl Hardware {
+    /// NIC `i`'s MAC address (NIC 0's is QEMU's default one).
+    pub fn mac(i: usize) -> String {
+        format!("52:54:00:12:34:{:02x}", 0x56 + i)
+    }
 }
 
 /// One SSH login: `user` with `key` (`None`: password and
@@ -113,6 +154,8 @@ impl BootSpec {
             netdev_extra: Vec::new(),
             client_cert: false,
             services: false,
+            hardware: Hardware::default(),
+            reboots_within: None,
         }
     }
 }
@@ -153,6 +196,21 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// The `KEY=VALUE` lines SSH probe `i` printed (empty when it did not
+    /// run), the first `=` splitting.
+    pub fn ssh_facts(&self, i: usize) -> std::collections::BTreeMap<String, String> {
+        self.ssh
+            .get(i)
+            .map(|r| {
+                r.stdout
+                    .lines()
+                    .filter_map(|l| l.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub fn report(&self) -> &Report {
         self.report.as_ref().expect("a boot with a report")
     }
@@ -220,20 +278,37 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
         .cloned()
         .chain(service_ports.iter().flat_map(|p| p.forwards()))
         .collect();
-    // qemu64 and two vCPUs boot fastest under TCG here (BENCHMARKS.md);
-    // the image's command line carries the i8042 cure for -smp 2.
+    let hw = &spec.hardware;
+    if hw.nics.is_empty() {
+        bail!("boot {}: no NIC (the probes need one)", spec.name);
+    }
     let mut vm = Vm::new(&console_log)
         .firmware(spec.firmware)
+        .machine(&hw.machine)
         .cpu("qemu64")
-        .smp(2)
+        .smp(hw.cpus)
         .timeout(boot_timeout())
         .arg("-netdev")
         .arg(format!(
             "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:80,hostfwd=tcp:127.0.0.1:{ssh_port}-:22,hostfwd=tcp:127.0.0.1:{https_port}-:443{}",
             forwards.iter().map(|o| format!(",{o}")).collect::<String>()
-        ))
-        .arg("-device")
-        .arg("virtio-net-pci,netdev=net0")
+        ));
+    for (i, model) in hw.nics.iter().enumerate() {
+        if i > 0 {
+            vm = vm.arg("-netdev").arg(format!(
+                "user,id=net{i},restrict=on,net=10.0.{}.0/24",
+                2 + i
+            ));
+        }
+        let mut dev = format!("{model},netdev=net{i}");
+        if hw.nics.len() > 1 || model != "virtio-net-pci" {
+            // No option ROM: the firmware boots the disk, never PXE, and
+            // QEMU needs no ROM file per model.
+            dev.push_str(&format!(",mac={},romfile=", Hardware::mac(i)));
+        }
+        vm = vm.arg("-device").arg(dev);
+    }
+    vm = vm
         // The port qemu-guest-agent serves (as Proxmox and libvirt attach it).
         .arg("-device")
         .arg("virtio-serial-pci,id=vser0")
@@ -244,8 +319,9 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
         ))
         .arg("-device")
         .arg("virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0");
-    for d in &spec.disks {
-        vm = vm.disk(d, "qcow2");
+    for (i, d) in spec.disks.iter().enumerate() {
+        let bus = hw.disk_buses.get(i).copied().unwrap_or(Bus::Virtio);
+        vm = vm.disk_on(d, "qcow2", bus);
     }
     if let Some(s) = &spec.seed {
         vm = vm.cdrom(s);
@@ -258,6 +334,9 @@ pub fn boot(spec: &BootSpec) -> Result<Outcome> {
             .arg(i.display().to_string())
             .arg("-append")
             .arg(cmdline.clone());
+    }
+    if let Some(within) = spec.reboots_within {
+        vm = vm.stops_itself(within);
     }
     let read_console =
         || String::from_utf8_lossy(&fs::read(&console_log).unwrap_or_default()).into_owned();
@@ -563,15 +642,23 @@ impl<'a> Checks<'a> {
 
     /// Panics with every failed check and the console's tail.
     pub fn finish(self) {
-        if !self.failed.is_empty() {
-            panic!(
-                "boot {} failed {} check(s):\n  - {}\n{}",
-                self.outcome.name,
-                self.failed.len(),
-                self.failed.join("\n  - "),
-                self.outcome.tail()
-            );
+        if let Err(e) = self.result() {
+            panic!("{e}");
         }
+    }
+
+    /// Every failed check and the console's tail, as an error.
+    pub fn result(self) -> std::result::Result<(), String> {
+        if self.failed.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "boot {} failed {} check(s):\n  - {}\n{}",
+            self.outcome.name,
+            self.failed.len(),
+            self.failed.join("\n  - "),
+            self.outcome.tail()
+        ))
     }
 }
 
