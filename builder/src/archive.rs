@@ -37,7 +37,17 @@ fn common_args() -> [&'static str; 5] {
 /// Archives the tree at `root` into `dest` (tar + zstd). `root` must hold no
 /// mounts: the caller unmounts first, and `--one-file-system` is a backstop.
 pub fn create(root: &Path, dest: &Path, source_date_epoch: i64, step: &Step) -> anyhow::Result<()> {
-    tar_create(root, dest, source_date_epoch, Some(ZSTD), step)
+    tar_create(root, None, dest, source_date_epoch, Some(ZSTD), step)
+}
+
+/// Which paths of a tree an archive holds.
+#[derive(Debug, Clone, Copy)]
+pub enum Members<'a> {
+    /// The whole tree.
+    All,
+    /// Only these paths (relative, `./etc/motd`), each on its own: a
+    /// directory without its contents. Sorted by the caller.
+    Only(&'a [std::path::PathBuf]),
 }
 
 /// [`create`] in two halves: the tar alone, uncompressed (a quick read of
@@ -46,11 +56,30 @@ pub fn create(root: &Path, dest: &Path, source_date_epoch: i64, step: &Step) -> 
 /// the same as extracting [`create`]'s.
 pub fn create_uncompressed(
     root: &Path,
+    members: Members<'_>,
     dest: &Path,
     source_date_epoch: i64,
     step: &Step,
 ) -> anyhow::Result<()> {
-    tar_create(root, dest, source_date_epoch, None, step)
+    tar_create(root, Some(members), dest, source_date_epoch, None, step)
+}
+
+/// [`create`] of some paths only (see [`Members::Only`]).
+pub fn create_members(
+    root: &Path,
+    members: Members<'_>,
+    dest: &Path,
+    source_date_epoch: i64,
+    step: &Step,
+) -> anyhow::Result<()> {
+    tar_create(
+        root,
+        Some(members),
+        dest,
+        source_date_epoch,
+        Some(ZSTD),
+        step,
+    )
 }
 
 /// Compresses the tar file `tar` into `dest` as [`create`] would.
@@ -65,6 +94,7 @@ pub fn compress(tar: &Path, dest: &Path) -> anyhow::Result<()> {
 
 fn tar_create(
     root: &Path,
+    members: Option<Members<'_>>,
     dest: &Path,
     source_date_epoch: i64,
     compressor: Option<&str>,
@@ -83,10 +113,37 @@ fn tar_create(
             "--one-file-system",
             "--clamp-mtime",
         ])
-        .arg(format!("--mtime=@{source_date_epoch}"))
-        .arg(".");
+        .arg(format!("--mtime=@{source_date_epoch}"));
+    // The list of members, NUL-separated, beside the archive (removed when
+    // this returns).
+    let list = dest.with_extension("members");
+    let _list = match members.unwrap_or(Members::All) {
+        Members::All => {
+            c.arg(".");
+            None
+        }
+        Members::Only(paths) => {
+            let mut bytes = Vec::new();
+            for p in paths {
+                bytes.extend_from_slice(p.as_os_str().as_encoded_bytes());
+                bytes.push(0);
+            }
+            std::fs::write(&list, bytes).with_context(|| format!("writing {}", list.display()))?;
+            c.args(["--no-recursion", "--null", "--verbatim-files-from"])
+                .arg(format!("--files-from={}", list.display()));
+            Some(RemoveOnDrop(&list))
+        }
+    };
     cmd::run_streaming(&mut c, &mut |l| step.line(l))
         .with_context(|| format!("archiving {} into {}", root.display(), dest.display()))
+}
+
+struct RemoveOnDrop<'a>(&'a Path);
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.0);
+    }
 }
 
 /// Extracts `archive` into the directory `dest` (which exists), restoring

@@ -351,8 +351,17 @@ pub enum CacheCommand {
         keep: usize,
     },
     /// Delete one layer or image entry, by key or a unique prefix of at
-    /// least 8 hex digits.
+    /// least 8 hex digits. A layer entry that others build on is refused:
+    /// remove those first, or use `gc`.
     Rm { key: String },
+    /// Restore the root tree of one layer entry (key or unique prefix) into
+    /// DIR, which must be missing or empty: the entries it builds on, then
+    /// its own change. Needs root (owners, device nodes).
+    Extract {
+        key: String,
+        #[arg(value_name = "DIR")]
+        dest: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

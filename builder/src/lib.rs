@@ -37,3 +37,4 @@ pub mod sbom;
 mod testutil;
 pub mod tlscheck;
 pub mod treecmd;
+pub mod treediff;

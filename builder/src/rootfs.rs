@@ -8,12 +8,13 @@
 //! 3. computes every layer's key from its inputs alone ([`crate::cache`]),
 //!    logs hit or miss (and why) per layer, and extracts the highest cached
 //!    state — a whole layer, or a layer's package stage (the tree right after
-//!    its apt step) — so a no-op rebuild is one extraction and a changed file
-//!    does not rerun apt;
+//!    its apt step) — so a no-op rebuild is one restore (the chain of entries
+//!    below it) and a changed file does not rerun apt;
 //! 4. builds the missing layers on top: layer 0 with mmdebstrap, every layer
 //!    then apt packages (in the tree, through chroot), its `files/` overlay,
 //!    host files, owners/modes, scripts and units; and stores each result in
-//!    the cache before the next starts. A failed layer is never stored.
+//!    the cache before the next starts, as the change from the entry below
+//!    it ([`crate::treediff`]). A failed layer is never stored.
 //!
 //! Steps inside the tree run with /proc, /sys, /dev, /dev/pts and the shared
 //! apt caches mounted by [`crate::mount`] guards, a `policy-rc.d` that keeps
@@ -159,7 +160,7 @@ impl BuiltTree {
                 fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
                 let p = Progress::plain();
                 let step = p.step(format!("extracting {} into {}", top.name, dest.display()));
-                archive::extract(&self.cache.archive_path(&top.key), dest, &step)?;
+                self.cache.extract(&top.key, dest, &step)?;
                 step.done();
                 Ok(())
             }
@@ -372,6 +373,15 @@ struct Run<'p> {
     plan: Vec<Planned>,
     apt_archives: PathBuf,
     in_memory: bool,
+    /// The last entry the tree in the work directory matches, and its
+    /// snapshot: the next entry stored is the change from it.
+    baseline: std::cell::RefCell<Option<Baseline>>,
+}
+
+/// A cache entry and a snapshot of the tree as that entry restores it.
+pub(super) struct Baseline {
+    pub(super) key: String,
+    pub(super) snap: crate::treediff::Snapshot,
 }
 
 static WORK_SEQ: AtomicUsize = AtomicUsize::new(0);
@@ -527,6 +537,7 @@ impl<'p> Run<'p> {
             plan,
             apt_archives,
             in_memory: opts.in_memory,
+            baseline: std::cell::RefCell::new(None),
         })
     }
 
@@ -636,10 +647,11 @@ impl<'p> Run<'p> {
                 };
                 let step = self.progress.step(format!("{}: {what}", p.layer.name));
                 fs::create_dir(&root).with_context(|| format!("creating {}", root.display()))?;
-                archive::extract(&self.cache.archive_path(key), &root, &step).with_context(
-                    || format!("layer {}: extracting the cached tree", p.layer.name),
-                )?;
+                self.cache.extract(key, &root, &step).with_context(|| {
+                    format!("layer {}: extracting the cached tree", p.layer.name)
+                })?;
                 step.done();
+                self.set_baseline(key, &root)?;
                 self.cache.touch(key);
                 if resume_in_layer.is_some() {
                     j

@@ -80,7 +80,7 @@ pub fn cache(args: &CacheArgs) -> anyhow::Result<()> {
                 );
                 return Ok(());
             }
-            CacheCommand::Rm { key } => {
+            CacheCommand::Rm { key } | CacheCommand::Extract { key, .. } => {
                 return Err(bad_input(format!(
                     "no entry {key}: the cache {} does not exist yet",
                     dir.display()
@@ -187,7 +187,56 @@ pub fn cache(args: &CacheArgs) -> anyhow::Result<()> {
                 }
             }
         }
+        CacheCommand::Extract { key, dest } => extract(&cache, key, dest)?,
     }
+    Ok(())
+}
+
+/// `imgbuild cache extract KEY DIR`.
+fn extract(cache: &Cache, key: &str, dest: &std::path::Path) -> anyhow::Result<()> {
+    cache::check_key_prefix(key)?;
+    let _lock = cache.lock()?;
+    let all = cache.list()?;
+    let entry = match crate::entries::matching(&all, key, |e| &e.key).as_slice() {
+        [one] => (*one).clone(),
+        [] => {
+            return Err(bad_input(format!(
+                "no layer entry {key} in {}",
+                cache.dir().display()
+            )))
+        }
+        many => {
+            return Err(bad_input(format!(
+                "{key} matches {} entries; give more digits",
+                many.len()
+            )))
+        }
+    };
+    match std::fs::read_dir(dest).map(|mut d| d.next().is_some()) {
+        Ok(true) => {
+            return Err(bad_input(format!(
+                "{}: exists and is not an empty directory",
+                dest.display()
+            )))
+        }
+        Ok(false) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir(dest)
+            .map_err(|e| bad_input(format!("creating {}: {e}", dest.display())))?,
+        Err(e) => return Err(bad_input(format!("{}: {e}", dest.display()))),
+    }
+    crate::exit::require_root(
+        "restoring a tree needs root: its owners, device nodes and security attributes",
+    )?;
+    let progress = Progress::new(0);
+    let step = progress.step(format!(
+        "extracting {} ({}) into {}",
+        entry.layer,
+        &entry.key[..12],
+        dest.display()
+    ));
+    cache.extract(&entry.key, dest, &step)?;
+    step.done();
+    println!("{}\t{}\t{}", entry.layer, entry.key, dest.display());
     Ok(())
 }
 

@@ -60,7 +60,7 @@ mod archive {
         // The same archive in two halves (a plain tar, compressed later).
         let plain = d.path().join("t.tar");
         let later = d.path().join("t-later.tar.zst");
-        create_uncompressed(&src, &plain, 1_700_000_000, &step).unwrap();
+        create_uncompressed(&src, Members::All, &plain, 1_700_000_000, &step).unwrap();
         compress(&plain, &later).unwrap();
         for (i, archive) in [&tarball, &later].into_iter().enumerate() {
             let out = d.path().join(format!("out{i}"));
@@ -84,6 +84,89 @@ mod archive {
             fs::read(&plain).unwrap(),
             "the two halves archive the same tar"
         );
+    }
+
+    /// A tree changed as a layer changes it (a file rewritten, a mode and
+    /// an owner changed, a hard link added, a directory replaced by a file,
+    /// a device node and a subtree removed), stored as a delta on the
+    /// archive of the tree before: the restored tree is the tree after,
+    /// path for path.
+    #[test]
+    fn delta_round_trip() {
+        use imgbuild::treediff::{remove_paths, Snapshot};
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "this test needs root (chown, mknod)"
+        );
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        fs::create_dir_all(src.join("etc/old/deep")).unwrap();
+        fs::create_dir_all(src.join("dev")).unwrap();
+        fs::create_dir_all(src.join("var/lib/becomes-file")).unwrap();
+        fs::write(src.join("etc/motd"), "one").unwrap();
+        fs::write(src.join("etc/owned"), "o").unwrap();
+        fs::write(src.join("etc/old/deep/x"), "x").unwrap();
+        fs::write(src.join("etc/same"), "same").unwrap();
+        mknod(
+            &src.join("dev/loop9"),
+            libc::S_IFBLK | 0o660,
+            libc::makedev(7, 9),
+        );
+        let p = Progress::plain();
+        let step = p.step("test");
+        let full = d.path().join("full.tar.zst");
+        create(&src, &full, 1_700_000_000, &step).unwrap();
+        let before = Snapshot::take(&src).unwrap();
+
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(src.join("etc/motd"), "two").unwrap();
+        std::os::unix::fs::chown(src.join("etc/owned"), Some(99), Some(98)).unwrap();
+        fs::set_permissions(src.join("etc/owned"), fs::Permissions::from_mode(0o640)).unwrap();
+        fs::hard_link(src.join("etc/motd"), src.join("etc/motd.link")).unwrap();
+        fs::remove_dir_all(src.join("etc/old")).unwrap();
+        fs::remove_dir(src.join("var/lib/becomes-file")).unwrap();
+        fs::write(src.join("var/lib/becomes-file"), "file").unwrap();
+        fs::remove_file(src.join("dev/loop9")).unwrap();
+        let after = Snapshot::take(&src).unwrap();
+        let changes = before.changes_to(&after);
+        let delta = d.path().join("delta.tar.zst");
+        create_members(
+            &src,
+            Members::Only(&changes.changed),
+            &delta,
+            1_700_000_000,
+            &step,
+        )
+        .unwrap();
+
+        let out = d.path().join("out");
+        fs::create_dir(&out).unwrap();
+        extract(&full, &out, &step).unwrap();
+        remove_paths(&out, &changes.removed).unwrap();
+        extract(&delta, &out, &step).unwrap();
+        let list = |root: &Path| {
+            let o = std::process::Command::new("find")
+                .arg(".")
+                .args(["-printf", "%p %y %m %U %G %n %s\\n"])
+                .current_dir(root)
+                .output()
+                .unwrap();
+            let mut v: Vec<String> = String::from_utf8(o.stdout)
+                .unwrap()
+                .lines()
+                .map(String::from)
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(list(&out), list(&src));
+        assert_eq!(fs::read_to_string(out.join("etc/motd")).unwrap(), "two");
+        assert_eq!(
+            fs::metadata(out.join("etc/motd")).unwrap().ino(),
+            fs::metadata(out.join("etc/motd.link")).unwrap().ino()
+        );
+        assert!(!changes.changed.iter().any(|p| p.ends_with("same")));
     }
 
     /// What every archive of `archive_round_trip`'s tree must give back.

@@ -636,37 +636,30 @@ fn check_own_identity(c: &mut Checks, distro: Distro, name: &str, r: &Report, o:
     seen.push((distro, me));
 }
 
-/// Every path in the image's root tree: the listing of its top layer's
-/// archive in the layer cache (named in the image's manifest).
+/// Every path of the image's tree (`./etc/...`), as the layer cache holds
+/// it (restored by `imgbuild cache extract`).
 fn tree_paths(image: &Image) -> anyhow::Result<Vec<String>> {
     use anyhow::Context;
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(image.dir.join("ecs.manifest.json")).context("reading the manifest")?,
-    )?;
-    let key = manifest["tree"]["layers"]
-        .as_array()
-        .and_then(|l| l.last())
-        .and_then(|l| l["key"].as_str())
-        .context("no layers in the manifest")?
-        .to_string();
-    let archive = image
-        .cache_dir
-        .join("layers")
-        .join(format!("{key}.tar.zst"));
-    let out = std::process::Command::new("tar")
-        .args(["-I", "zstd", "-tf"])
-        .arg(&archive)
+    let root = qemu_tests::harness::cached_tree(image)?;
+    let out = std::process::Command::new("find")
+        .arg(".")
+        .current_dir(root.path())
         .output()
-        .with_context(|| format!("listing {}", archive.display()))?;
+        .context("listing the restored tree")?;
     anyhow::ensure!(
         out.status.success(),
-        "tar -tf {}: {}",
-        archive.display(),
+        "find: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
-        .map(str::to_string)
+        .map(|l| {
+            if l == "." {
+                "./".to_string()
+            } else {
+                l.to_string()
+            }
+        })
         .collect())
 }
 

@@ -17,6 +17,7 @@ pub(super) struct PendingStore {
     pub(super) zst: TempFile,
     pub(super) tar: TempFile,
     pub(super) lock: Option<cache::CacheLock>,
+    pub(super) delta: Option<cache::Delta>,
 }
 
 impl PendingStore {
@@ -30,7 +31,9 @@ impl PendingStore {
         let _ = fs::remove_file(&self.tar.0);
         compressed.with_context(|| format!("layer {}: archiving", self.name))?;
         mount::check_interrupted()?;
-        let meta = self.cache.store(&self.zst.0, &self.inputs)?;
+        let meta = self
+            .cache
+            .store(&self.zst.0, &self.inputs, self.delta.take())?;
         tracing::info!(
             "{}: archiving: stored {} ({} MiB), compressed beside the disk, in {:.1}s",
             self.name,
@@ -80,7 +83,8 @@ impl Run<'_> {
         let started = Instant::now();
         let key = inputs.key();
         let tar = TempFile(scratch.join(format!(".{key}.tar")));
-        archive::create_uncompressed(root, &tar.0, self.sde, &step)?;
+        let change = self.change(root)?;
+        archive::create_uncompressed(root, change.members(), &tar.0, self.sde, &step)?;
         let zst = TempFile(self.cache.temp_archive_path(&key));
         let (from, to) = (tar.0.clone(), zst.0.clone());
         let job = std::thread::spawn(move || archive::compress(&from, &to));
@@ -94,6 +98,7 @@ impl Run<'_> {
             zst,
             tar,
             lock: None,
+            delta: change.delta,
         })
     }
 
@@ -106,13 +111,87 @@ impl Run<'_> {
         }
         let key = inputs.key();
         let tmp = TempFile(self.cache.temp_archive_path(&key));
-        archive::create(root, &tmp.0, self.sde, &step)?;
-        let meta = self.cache.store(&tmp.0, inputs)?;
+        let change = self.change(root)?;
+        archive::create_members(root, change.members(), &tmp.0, self.sde, &step)?;
+        let what = change.describe();
+        let meta = self.cache.store(&tmp.0, inputs, change.delta)?;
         step.done_with(&format!(
-            "stored {} ({} MiB)",
+            "stored {} ({} MiB, {what})",
             &meta.key[..12],
             meta.size >> 20
         ));
+        *self.baseline.borrow_mut() = Some(Baseline {
+            key: meta.key,
+            snap: change.after,
+        });
         Ok(())
+    }
+
+    /// Takes the baseline: the tree at `root` is what entry `key` restores.
+    pub(super) fn set_baseline(&self, key: &str, root: &Path) -> anyhow::Result<()> {
+        *self.baseline.borrow_mut() = Some(Baseline {
+            key: key.to_string(),
+            snap: crate::treediff::Snapshot::take(root)?,
+        });
+        Ok(())
+    }
+
+    /// What the tree at `root` changed since the baseline (the whole tree
+    /// when there is none: the base layer).
+    fn change(&self, root: &Path) -> anyhow::Result<Change> {
+        let after = crate::treediff::Snapshot::take(root)?;
+        let baseline = self.baseline.borrow();
+        Ok(match baseline.as_ref() {
+            None => Change {
+                changed: None,
+                delta: None,
+                total: after.len(),
+                after,
+            },
+            Some(b) => {
+                let c = b.snap.changes_to(&after);
+                Change {
+                    changed: Some(c.changed),
+                    delta: Some(cache::Delta {
+                        of: b.key.clone(),
+                        removed: c.removed,
+                    }),
+                    total: after.len(),
+                    after,
+                }
+            }
+        })
+    }
+}
+
+/// A tree's change from the baseline, to store.
+struct Change {
+    /// The paths to archive; `None`: all.
+    changed: Option<Vec<PathBuf>>,
+    delta: Option<cache::Delta>,
+    /// Paths in the tree now, and its snapshot.
+    total: usize,
+    after: crate::treediff::Snapshot,
+}
+
+impl Change {
+    fn members(&self) -> archive::Members<'_> {
+        match &self.changed {
+            None => archive::Members::All,
+            Some(p) => archive::Members::Only(p),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match (&self.changed, &self.delta) {
+            (Some(c), Some(d)) => format!(
+                "{} of {} paths changed, {} removed, on {}",
+                c.len(),
+                self.total,
+                d.removed.len(),
+                &d.of[..12.min(d.of.len())]
+            ),
+            _ => format!("the whole tree, {} paths", self.total),
+        }
     }
 }

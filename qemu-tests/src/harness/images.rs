@@ -83,6 +83,8 @@ pub struct Image {
     /// The layer cache it was built with.
     pub cache_dir: PathBuf,
     pub build_time: Duration,
+    /// The `imgbuild` it was built with.
+    pub imgbuild: PathBuf,
 }
 
 /// Builds an image with `imgbuild` (layers from the cache).
@@ -149,7 +151,35 @@ pub fn build_image(progs: &Programs, spec: &ImageSpec) -> Result<Image> {
         dir,
         cache_dir,
         build_time: start.elapsed(),
+        imgbuild: progs.imgbuild.clone(),
     })
+}
+
+/// The image's root tree as the layer cache holds it (its top layer,
+/// named in the manifest), restored by `imgbuild cache extract` into a
+/// temporary directory.
+pub fn cached_tree(image: &Image) -> Result<tempfile::TempDir> {
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &fs::read(image.dir.join("ecs.manifest.json")).context("reading the manifest")?,
+    )?;
+    let key = manifest["tree"]["layers"]
+        .as_array()
+        .and_then(|l| l.last())
+        .and_then(|l| l["key"].as_str())
+        .context("no layers in the manifest")?
+        .to_string();
+    let root = tempfile::tempdir_in(artifacts()?)?;
+    run(
+        Command::new(&image.imgbuild)
+            .arg("cache")
+            .arg("--cache-dir")
+            .arg(&image.cache_dir)
+            .arg("extract")
+            .arg(&key)
+            .arg(root.path()),
+        "restoring the image's tree from the layer cache",
+    )?;
+    Ok(root)
 }
 
 /// The default image (Ubuntu) plus the test reporter, built once per test run.
@@ -215,29 +245,7 @@ pub struct AptState {
 /// and runs the host's `apt-get -s dist-upgrade` on it against the lists the
 /// build left in the layer cache for `suite`.
 pub fn apt_state(image: &Image, suite: &str, sources_file: &str) -> Result<AptState> {
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &fs::read(image.dir.join("ecs.manifest.json")).context("reading the manifest")?,
-    )?;
-    let key = manifest["tree"]["layers"]
-        .as_array()
-        .and_then(|l| l.last())
-        .and_then(|l| l["key"].as_str())
-        .context("no layers in the manifest")?
-        .to_string();
-    let archive = image
-        .cache_dir
-        .join("layers")
-        .join(format!("{key}.tar.zst"));
-    let root = tempfile::tempdir()?;
-    run(
-        Command::new("tar")
-            .args(["-I", "zstd", "-xf"])
-            .arg(&archive)
-            .arg("-C")
-            .arg(root.path())
-            .args(["./etc/apt", "./var/lib/dpkg/status"]),
-        "extracting the tree's apt state",
-    )?;
+    let root = cached_tree(image)?;
     // The build's lists: the cache directory whose lists hold SUITE-security.
     let lists_root = image.cache_dir.join("apt-lists");
     let want = format!("_dists_{suite}-security_InRelease");
