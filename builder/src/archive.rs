@@ -36,8 +36,15 @@ fn common_args() -> [&'static str; 5] {
 
 /// Archives the tree at `root` into `dest` (tar + zstd). `root` must hold no
 /// mounts: the caller unmounts first, and `--one-file-system` is a backstop.
-pub fn create(root: &Path, dest: &Path, source_date_epoch: i64, step: &Step) -> anyhow::Result<()> {
-    tar_create(root, None, dest, source_date_epoch, Some(ZSTD), step)
+/// `members` chooses the whole tree or some of its paths.
+pub fn create(
+    root: &Path,
+    members: Members<'_>,
+    dest: &Path,
+    source_date_epoch: i64,
+    step: &Step,
+) -> anyhow::Result<()> {
+    tar_create(root, members, dest, source_date_epoch, Some(ZSTD), step)
 }
 
 /// Which paths of a tree an archive holds.
@@ -61,25 +68,7 @@ pub fn create_uncompressed(
     source_date_epoch: i64,
     step: &Step,
 ) -> anyhow::Result<()> {
-    tar_create(root, Some(members), dest, source_date_epoch, None, step)
-}
-
-/// [`create`] of some paths only (see [`Members::Only`]).
-pub fn create_members(
-    root: &Path,
-    members: Members<'_>,
-    dest: &Path,
-    source_date_epoch: i64,
-    step: &Step,
-) -> anyhow::Result<()> {
-    tar_create(
-        root,
-        Some(members),
-        dest,
-        source_date_epoch,
-        Some(ZSTD),
-        step,
-    )
+    tar_create(root, members, dest, source_date_epoch, None, step)
 }
 
 /// Compresses the tar file `tar` into `dest` as [`create`] would.
@@ -94,7 +83,7 @@ pub fn compress(tar: &Path, dest: &Path) -> anyhow::Result<()> {
 
 fn tar_create(
     root: &Path,
-    members: Option<Members<'_>>,
+    members: Members<'_>,
     dest: &Path,
     source_date_epoch: i64,
     compressor: Option<&str>,
@@ -117,7 +106,7 @@ fn tar_create(
     // The list of members, NUL-separated, beside the archive (removed when
     // this returns).
     let list = dest.with_extension("members");
-    let _list = match members.unwrap_or(Members::All) {
+    let _list = match members {
         Members::All => {
             c.arg(".");
             None

@@ -817,7 +817,7 @@ mod tests {
         let tmp = cache.temp_archive_path(&inp.key());
         let p = crate::progress::Progress::plain();
         let step = p.step("archiving");
-        crate::archive::create_members(
+        crate::archive::create(
             src.path(),
             crate::archive::Members::Only(&members),
             &tmp,

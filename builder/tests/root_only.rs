@@ -56,7 +56,7 @@ mod archive {
         let p = Progress::plain();
         let step = p.step("test");
         let tarball = d.path().join("t.tar.zst");
-        create(&src, &tarball, 1_700_000_000, &step).unwrap();
+        create(&src, Members::All, &tarball, 1_700_000_000, &step).unwrap();
         // The same archive in two halves (a plain tar, compressed later).
         let plain = d.path().join("t.tar");
         let later = d.path().join("t-later.tar.zst");
@@ -71,7 +71,7 @@ mod archive {
 
         // Same tree, same epoch: the same bytes.
         let again = d.path().join("t2.tar.zst");
-        create(&src, &again, 1_700_000_000, &step).unwrap();
+        create(&src, Members::All, &again, 1_700_000_000, &step).unwrap();
         assert_eq!(fs::read(&tarball).unwrap(), fs::read(&again).unwrap());
         let mut z = std::process::Command::new("zstd")
             .args(["-d", "-c", "-q"])
@@ -116,7 +116,7 @@ mod archive {
         let p = Progress::plain();
         let step = p.step("test");
         let full = d.path().join("full.tar.zst");
-        create(&src, &full, 1_700_000_000, &step).unwrap();
+        create(&src, Members::All, &full, 1_700_000_000, &step).unwrap();
         let before = Snapshot::take(&src).unwrap();
 
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -131,7 +131,7 @@ mod archive {
         let after = Snapshot::take(&src).unwrap();
         let changes = before.changes_to(&after);
         let delta = d.path().join("delta.tar.zst");
-        create_members(
+        create(
             &src,
             Members::Only(&changes.changed),
             &delta,

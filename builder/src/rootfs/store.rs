@@ -112,7 +112,7 @@ impl Run<'_> {
         let key = inputs.key();
         let tmp = TempFile(self.cache.temp_archive_path(&key));
         let change = self.change(root)?;
-        archive::create_members(root, change.members(), &tmp.0, self.sde, &step)?;
+        archive::create(root, change.members(), &tmp.0, self.sde, &step)?;
         let what = change.describe();
         let meta = self.cache.store(&tmp.0, inputs, change.delta)?;
         step.done_with(&format!(
