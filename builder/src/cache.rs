@@ -425,7 +425,7 @@ impl Cache {
                 match out.last() {
                     None => bail!("no cache entry {at} in {}", self.dir.display()),
                     Some(_) => bail!(
-                        "cache entry {key}: the entry it builds on, {at}, is gone from {}",
+                        "cache entry {key}: the entry it builds on, {at}, is gone from {} (`imgbuild cache gc` removes what can no longer be restored; the next build rebuilds it)",
                         self.dir.display()
                     ),
                 }
